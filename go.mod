@@ -1,0 +1,3 @@
+module github.com/carpfs/carpfs
+
+go 1.26.8

@@ -14,7 +14,8 @@ import (
 // the same order, so two equal states dump to identical bytes.
 type RecordKind uint8
 
-// Snapshot record kinds, in the order Records emits them.
+// Snapshot record kinds. Records emits counters, free, then node records
+// (each with its symlink, file and xattr records), edges, sessions.
 const (
 	// RecCounters: inode slots (len of the node table), next chunk id, next
 	// session id. Always first.
@@ -33,7 +34,8 @@ const (
 	RecEdge RecordKind = 6
 	// RecSession: id, info, count, then count times (inode, opens).
 	RecSession RecordKind = 7
-	// RecFree: inode, time freed. In reuse order.
+	// RecFree: inode, time freed. In reuse order, right after the
+	// counters.
 	RecFree RecordKind = 8
 	recMax  RecordKind = 8
 )
@@ -55,6 +57,16 @@ func (s *State) Records(emit func(kind RecordKind, rec []byte) error) error {
 	b = binary.AppendUvarint(b, s.nextSess)
 	if err := emit(RecCounters, b); err != nil {
 		return err
+	}
+	// The free list comes before the nodes: it tells the Builder how many
+	// holes the node table may have, so a damaged slot count cannot make
+	// it allocate more than the dump itself describes.
+	for _, f := range s.freeq[s.freeHead:] {
+		b = binary.AppendUvarint(b[:0], uint64(f.inode))
+		b = binary.AppendUvarint(b, uint64(f.at))
+		if err := emit(RecFree, b); err != nil {
+			return err
+		}
 	}
 	var names []string
 	for ino := 1; ino < len(s.nodes); ino++ {
@@ -146,13 +158,6 @@ func (s *State) Records(emit func(kind RecordKind, rec []byte) error) error {
 			b = binary.AppendUvarint(b, uint64(ss.opens[ino]))
 		}
 		if err := emit(RecSession, b); err != nil {
-			return err
-		}
-	}
-	for _, f := range s.freeq[s.freeHead:] {
-		b = binary.AppendUvarint(b[:0], uint64(f.inode))
-		b = binary.AppendUvarint(b, uint64(f.at))
-		if err := emit(RecFree, b); err != nil {
 			return err
 		}
 	}
@@ -250,8 +255,9 @@ type Builder struct {
 		parent uint32
 		name   string
 	}
-	phase RecordKind
+	phase int
 	slots uint32 // highest inode number the counters allow
+	holes int    // unused slots so far
 	n     int
 }
 
@@ -269,13 +275,20 @@ func (b *Builder) errf(format string, a ...any) error {
 	return fmt.Errorf("%w: record %d: %s", ErrBadSnapshot, b.n, fmt.Sprintf(format, a...))
 }
 
-// phaseOf groups kinds that may interleave: node, symlink, file and xattr
-// records come together, inode by inode.
-func phaseOf(k RecordKind) RecordKind {
-	if k >= RecNode && k <= RecXattr {
-		return RecNode
+// phaseOf ranks kinds in the order Records emits them; node, symlink, file
+// and xattr records interleave, inode by inode.
+func phaseOf(k RecordKind) int {
+	switch k {
+	case RecCounters:
+		return 0
+	case RecFree:
+		return 1
+	case RecNode, RecSymlink, RecFile, RecXattr:
+		return 2
+	case RecEdge:
+		return 3
 	}
-	return k
+	return 4
 }
 
 // Add takes the next record.
@@ -318,7 +331,7 @@ func (b *Builder) Add(kind RecordKind, rec []byte) error {
 		name := r.str(MaxXattrName, "xattr name")
 		val := r.str(MaxXattrVal, "xattr value")
 		if err = r.end(); err == nil {
-			if ino != b.lastNode {
+			if ino != b.lastNode || ino == 0 {
 				return b.errf("xattr for inode %d, which is not the node just read", ino)
 			}
 			xs := b.s.xattrs[ino]
@@ -361,9 +374,9 @@ func (b *Builder) addCounters(r *recReader) error {
 	if slots < 2 || b.s.nextChunk == 0 || b.s.nextSess == 0 {
 		return errors.New("counters out of range")
 	}
-	// The slot count sizes the node table only up to a sane bound, so a
-	// corrupt record cannot make the loader allocate terabytes up front.
-	b.s.nodes = make([]node, 1, min(slots, 1<<26))
+	// The claimed slot count is not trusted for allocation: the table
+	// grows as node records arrive, and holes are bounded by the free list.
+	b.s.nodes = make([]node, 1, 1024)
 	b.slots = uint32(slots - 1)
 	b.counters = true
 	return nil
@@ -398,8 +411,8 @@ func (b *Builder) addNode(r *recReader) error {
 	case n.typ == TypeFile && n.size > MaxFileSize:
 		return fmt.Errorf("inode %d has size %d past the maximum", ino, n.size)
 	}
-	for len(b.s.nodes) < int(ino) {
-		b.s.nodes = append(b.s.nodes, node{})
+	if err := b.pad(int(ino)); err != nil {
+		return err
 	}
 	b.s.nodes = append(b.s.nodes, n)
 	b.lastNode = ino
@@ -513,14 +526,29 @@ func (b *Builder) addSession(r *recReader) error {
 	return r.end()
 }
 
+// pad grows the node table with holes up to length n. Every hole must be
+// on the free list, so there can be no more holes than free records.
+func (b *Builder) pad(n int) error {
+	holes := n - len(b.s.nodes)
+	if holes <= 0 {
+		return nil
+	}
+	if b.holes+holes > len(b.s.freeq) {
+		return fmt.Errorf("%d unused inode slots but only %d free inodes", b.holes+holes, len(b.s.freeq))
+	}
+	b.holes += holes
+	b.s.nodes = slices.Grow(b.s.nodes, holes)[:n]
+	return nil
+}
+
 // Finish checks the rebuilt namespace and returns it.
 func (b *Builder) Finish() (*State, error) {
 	s := b.s
 	if !b.counters {
 		return nil, fmt.Errorf("%w: no records", ErrBadSnapshot)
 	}
-	for len(s.nodes) <= int(b.slots) {
-		s.nodes = append(s.nodes, node{})
+	if err := b.pad(int(b.slots) + 1); err != nil {
+		return nil, b.errf("%v", err)
 	}
 	if err := check(s); err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadSnapshot, err)

@@ -7,7 +7,6 @@ import (
 	"hash/crc32"
 	"strconv"
 	"strings"
-	"sync"
 
 	"github.com/carpfs/carpfs/internal/meta"
 )
@@ -188,22 +187,12 @@ func (w *argWriter) String(s string) {
 	}
 }
 
-// opNames maps each operation name to itself, so the parser can turn name
-// bytes into the string DecodeOp wants without allocating (a map index with
-// string(bytes) does not copy). It is a fixed lookup table, not state.
-var opNames = sync.OnceValue(func() map[string]string {
-	m := make(map[string]string)
-	for _, n := range meta.OpNames() {
-		m[n] = n
-	}
-	return m
-})
-
 // Parser turns changelog lines into entries. The zero value is ready; one
 // Parser reused for many lines allocates only the operation and its strings.
 // It is not safe for concurrent use.
 type Parser struct {
 	ar argReader
+	od meta.OpDecoder
 }
 
 // ParseLine parses one line, which must include its trailing newline: a line
@@ -297,19 +286,15 @@ func (p *Parser) parse(line []byte) (meta.Entry, *ParseError) {
 		return e, parseErr(crcStart, fmt.Sprintf("checksum mismatch: line has %08x, bytes give %08x", want, got))
 	}
 
-	name, ok := opNames()[string(nameBytes)]
-	if !ok {
-		name = string(nameBytes) // DecodeOp names it in its error
-	}
 	p.ar.reset(body[argStart:argEnd], argStart)
-	op, err := meta.DecodeOp(name, &p.ar)
+	op, err := p.od.Decode(nameBytes, &p.ar)
 	leftover := p.ar.leftover()
 	p.ar.a = nil // do not keep the caller's buffer alive
 	switch {
 	case err == nil:
 	case p.ar.err != nil:
 		// The reader's own error knows its column.
-		return e, &ParseError{Col: p.ar.err.Col, Reason: name + " argument: " + p.ar.err.Reason}
+		return e, &ParseError{Col: p.ar.err.Col, Reason: string(nameBytes) + " argument: " + p.ar.err.Reason}
 	case errors.Is(err, meta.ErrUnknownOp):
 		return e, &ParseError{Col: nameStart + 1, Reason: err.Error(), Err: err}
 	default:

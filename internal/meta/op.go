@@ -3,6 +3,7 @@ package meta
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"syscall"
 )
 
@@ -75,48 +76,81 @@ var ErrUnknownOp = errors.New("unknown operation")
 
 // DecodeOp builds the operation called name from its arguments.
 func DecodeOp(name string, r ArgReader) (Op, error) {
-	mk, ok := opTable[name]
-	if !ok {
+	var od OpDecoder
+	return od.Decode([]byte(name), r)
+}
+
+// OpDecoder decodes operations, reusing its scratch space between calls so
+// a replay allocates only the operations themselves. The zero value is
+// ready; it is not safe for concurrent use.
+type OpDecoder struct{ d argDecoder }
+
+// Decode builds the operation called name from its arguments.
+func (od *OpDecoder) Decode(name []byte, r ArgReader) (Op, error) {
+	op := newOp(name)
+	if op == nil {
 		return nil, fmt.Errorf("%w %q", ErrUnknownOp, name)
 	}
-	op := mk()
-	d := &argDecoder{r: r}
-	op.decodeArgs(d)
-	if err := d.Err(); err != nil {
+	od.d = argDecoder{r: r}
+	op.decodeArgs(&od.d)
+	err := od.d.Err()
+	od.d = argDecoder{}
+	if err != nil {
 		return nil, fmt.Errorf("%s arguments: %w", name, err)
 	}
 	return op, nil
 }
 
-var opTable = map[string]func() Op{
-	"SESSION":  func() Op { return &Session{} },
-	"SESCLOSE": func() Op { return &SessionClose{} },
-	"CREATE":   func() Op { return &Create{} },
-	"SYMLINK":  func() Op { return &Symlink{} },
-	"LINK":     func() Op { return &Link{} },
-	"UNLINK":   func() Op { return &Unlink{} },
-	"RMDIR":    func() Op { return &Rmdir{} },
-	"RENAME":   func() Op { return &Rename{} },
-	"SETATTR":  func() Op { return &SetAttr{} },
-	"TRUNCATE": func() Op { return &Truncate{} },
-	"SETXATTR": func() Op { return &SetXattr{} },
-	"RMXATTR":  func() Op { return &RemoveXattr{} },
-	"SETGOAL":  func() Op { return &SetGoal{} },
-	"OPEN":     func() Op { return &Open{} },
-	"RELEASE":  func() Op { return &Release{} },
-	"WRITE":    func() Op { return &Write{} },
-	"UNLOCK":   func() Op { return &Unlock{} },
-	"LENGTH":   func() Op { return &Length{} },
+// newOp returns an empty operation of the named kind, or nil.
+func newOp(name []byte) Op {
+	switch string(name) {
+	case "CREATE":
+		return &Create{}
+	case "OPEN":
+		return &Open{}
+	case "RELEASE":
+		return &Release{}
+	case "WRITE":
+		return &Write{}
+	case "UNLOCK":
+		return &Unlock{}
+	case "LENGTH":
+		return &Length{}
+	case "UNLINK":
+		return &Unlink{}
+	case "RENAME":
+		return &Rename{}
+	case "SETATTR":
+		return &SetAttr{}
+	case "TRUNCATE":
+		return &Truncate{}
+	case "LINK":
+		return &Link{}
+	case "SYMLINK":
+		return &Symlink{}
+	case "RMDIR":
+		return &Rmdir{}
+	case "SETXATTR":
+		return &SetXattr{}
+	case "RMXATTR":
+		return &RemoveXattr{}
+	case "SETGOAL":
+		return &SetGoal{}
+	case "SESSION":
+		return &Session{}
+	case "SESCLOSE":
+		return &SessionClose{}
+	}
+	return nil
+}
+
+var opNames = []string{
+	"SESSION", "SESCLOSE", "CREATE", "SYMLINK", "LINK", "UNLINK", "RMDIR", "RENAME", "SETATTR",
+	"TRUNCATE", "SETXATTR", "RMXATTR", "SETGOAL", "OPEN", "RELEASE", "WRITE", "UNLOCK", "LENGTH",
 }
 
 // OpNames lists every operation name DecodeOp knows.
-func OpNames() []string {
-	names := make([]string, 0, len(opTable))
-	for n := range opTable {
-		names = append(names, n)
-	}
-	return names
-}
+func OpNames() []string { return slices.Clone(opNames) }
 
 // Session registers a client session; the result is the new session id.
 type Session struct{ Info string }

@@ -413,17 +413,26 @@ func (s *State) dropDir(ino, parent uint32, t uint32) {
 	s.freeNode(ino, t)
 }
 
+// entry finds an existing name in a directory, checking both.
+func (s *State) entry(parent uint32, name string) (*node, map[string]uint32, uint32, syscall.Errno) {
+	p, entries, e := s.dir(parent)
+	if e == 0 {
+		e = checkName(name)
+	}
+	if e != 0 {
+		return nil, nil, 0, e
+	}
+	ino, ok := entries[name]
+	if !ok {
+		return nil, nil, 0, syscall.ENOENT
+	}
+	return p, entries, ino, 0
+}
+
 func (o *Unlink) apply(s *State, t uint32) Result {
-	p, entries, e := s.dir(o.Parent)
+	p, entries, ino, e := s.entry(o.Parent, o.Name)
 	if e != 0 {
 		return fail(e)
-	}
-	if e := checkName(o.Name); e != 0 {
-		return fail(e)
-	}
-	ino, ok := entries[o.Name]
-	if !ok {
-		return fail(syscall.ENOENT)
 	}
 	if s.nodes[ino].typ == TypeDir {
 		return fail(syscall.EISDIR)
@@ -435,16 +444,9 @@ func (o *Unlink) apply(s *State, t uint32) Result {
 }
 
 func (o *Rmdir) apply(s *State, t uint32) Result {
-	p, entries, e := s.dir(o.Parent)
+	p, entries, ino, e := s.entry(o.Parent, o.Name)
 	if e != 0 {
 		return fail(e)
-	}
-	if e := checkName(o.Name); e != 0 {
-		return fail(e)
-	}
-	ino, ok := entries[o.Name]
-	if !ok {
-		return fail(syscall.ENOENT)
 	}
 	if s.nodes[ino].typ != TypeDir {
 		return fail(syscall.ENOTDIR)

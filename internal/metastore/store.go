@@ -1,0 +1,333 @@
+// Package metastore is the master's durable metadata: the in-memory
+// namespace (meta.State), the changelog it appends every mutation to, and
+// the dump it leaves on a clean stop.
+//
+// # Commit rule
+//
+// Do applies an operation to the state at once, under the store's lock, and
+// appends its entry to the changelog buffer; it returns only after the
+// entry is durable. A single committer goroutine turns many pending
+// entries into one fdatasync (group commit), so concurrent operations
+// share the cost of one disk flush instead of paying one each. Failed
+// operations change nothing and are never logged.
+//
+// # Start-up and crashes
+//
+// Open restores the newest dump in the data directory plus every
+// changelog there (the restore package, the same code as mfsmetarestore),
+// so a master that crashed comes back by itself with every acknowledged
+// operation: no manual step as MooseFS's `mfsmaster -a`. A directory with
+// neither dump nor changelog is formatted as a new file system with a
+// random metaid. Close writes metadata.mfs and rotates the changelog.
+package metastore
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/carpfs/carpfs/internal/changelog"
+	"github.com/carpfs/carpfs/internal/meta"
+	"github.com/carpfs/carpfs/internal/metadump"
+	"github.com/carpfs/carpfs/internal/restore"
+)
+
+// DumpName is the master's dump in its data directory.
+const DumpName = "metadata.mfs"
+
+// Options configure a Store.
+type Options struct {
+	Dir    string       // data directory (DATA_PATH)
+	Logger *slog.Logger // nil discards
+	// Clock gives entry times; nil means time.Now.
+	Clock func() time.Time
+	// Async acknowledges after the local append without waiting for the
+	// flush (COMMIT_MODE = async): faster, and a crash loses what was
+	// acknowledged but not yet flushed. Never the default.
+	Async bool
+	// ChangelogMaxSize rotates the changelog at this size; 0 means 1 GiB.
+	ChangelogMaxSize int64
+	// Term is the term entries are written under; it never goes below the
+	// restored state's term.
+	Term uint64
+}
+
+// Store owns a file system's metadata on one master.
+type Store struct {
+	opts Options
+	log  *slog.Logger
+
+	mu    sync.RWMutex
+	state *meta.State
+	cl    *changelog.Writer
+	term  uint64
+
+	// Group commit: appended is the last version in the changelog buffer,
+	// durable the last one fsynced. cond wakes both the committer (work
+	// to do) and waiters (durable moved).
+	cmu      sync.Mutex
+	cond     *sync.Cond
+	appended uint64
+	durable  uint64
+	failed   error // a failed flush: nothing more may be acknowledged
+	flushes  uint64
+	closing  bool
+	done     chan struct{}
+}
+
+// ErrClosed is returned by a Store after Close.
+var ErrClosed = errors.New("metadata store closed")
+
+// Open loads or formats the file system in opts.Dir and starts the
+// committer.
+func Open(ctx context.Context, opts Options) (*Store, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Clock == nil {
+		opts.Clock = time.Now
+	}
+	if opts.ChangelogMaxSize == 0 {
+		opts.ChangelogMaxSize = 1 << 30
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("open metadata: %w", err)
+	}
+	state, err := load(ctx, opts)
+	if err != nil {
+		return nil, err
+	}
+	cl, err := changelog.Open(opts.Dir, changelog.PrefixMaster, changelog.Options{
+		MaxSize: opts.ChangelogMaxSize, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("open metadata: %w", err)
+	}
+	if last := cl.LastVersion(); last > state.Version() {
+		cl.Close()
+		return nil, fmt.Errorf("open metadata: changelog reaches version %d but the restore only %d", last, state.Version())
+	}
+	st := &Store{
+		opts: opts, log: opts.Logger, state: state, cl: cl,
+		term: max(opts.Term, state.Term(), 1),
+		appended: state.Version(), durable: state.Version(),
+		done: make(chan struct{}),
+	}
+	st.cond = sync.NewCond(&st.cmu)
+	go st.committer()
+	return st, nil
+}
+
+// load restores the newest dump and changelogs, or formats a new file
+// system when the directory holds neither.
+func load(ctx context.Context, opts Options) (*meta.State, error) {
+	found, err := restore.Scan(opts.Dir, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open metadata: %w", err)
+	}
+	if len(found.Dumps) == 0 && len(found.Changelogs) == 0 && len(found.Skipped) == 0 {
+		var b [8]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return nil, fmt.Errorf("format: %w", err)
+		}
+		id := binary.LittleEndian.Uint64(b[:]) | 1
+		s := meta.New(id, uint32(opts.Clock().Unix()))
+		// The empty dump makes the directory restorable from its first
+		// entry on, exactly like every later start.
+		if _, err := metadump.Write(opts.Dir, DumpName, s, metadump.Options{Logger: opts.Logger}); err != nil {
+			return nil, fmt.Errorf("format: %w", err)
+		}
+		opts.Logger.Info("formatted a new file system", "metaid", fmt.Sprintf("%016x", id), "dir", opts.Dir)
+		return s, nil
+	}
+	t0 := time.Now()
+	res, err := restore.Auto(ctx, opts.Dir, restore.Options{Logger: opts.Logger})
+	if err != nil {
+		return nil, fmt.Errorf("open metadata: %w", err)
+	}
+	opts.Logger.Info("metadata restored", "dump", filepath.Base(res.DumpPath), "dump_version", res.Dump.Version,
+		"replayed", res.Applied, "version", res.Version(), "term", res.Term(), "took", time.Since(t0).Round(time.Millisecond))
+	return res.State, nil
+}
+
+// committer flushes the changelog whenever entries are waiting: one
+// fdatasync for everything appended since the last one.
+func (st *Store) committer() {
+	defer close(st.done)
+	st.cmu.Lock()
+	defer st.cmu.Unlock()
+	for {
+		for st.appended == st.durable && !st.closing && st.failed == nil {
+			st.cond.Wait()
+		}
+		if st.failed != nil || (st.closing && st.appended == st.durable) {
+			return
+		}
+		target := st.appended
+		st.cmu.Unlock()
+		// The state lock orders this flush after every append up to
+		// target; appends go on while the disk works.
+		st.mu.Lock()
+		target = st.state.Version()
+		err := st.cl.Flush()
+		st.mu.Unlock()
+		if err == nil {
+			err = st.cl.SyncData()
+		}
+		st.cmu.Lock()
+		if err != nil {
+			st.failed = fmt.Errorf("changelog flush: %w", err)
+			st.log.Error("changelog flush failed; no further operation will be acknowledged", "err", err)
+		} else if target > st.durable {
+			st.durable = target
+		}
+		st.flushes++
+		st.cond.Broadcast()
+	}
+}
+
+// Do applies op and returns its result once its entry is durable (or, in
+// async mode, appended). An operation that fails returns its errno in the
+// Result and a nil error; an error means the store cannot acknowledge.
+func (st *Store) Do(ctx context.Context, op meta.Op) (meta.Result, error) {
+	st.mu.Lock()
+	if st.cl == nil {
+		st.mu.Unlock()
+		return meta.Result{}, ErrClosed
+	}
+	e := meta.Entry{Version: st.state.Version() + 1, Term: st.term, Time: uint32(st.opts.Clock().Unix()), Op: op}
+	res, err := st.state.Apply(&e)
+	if err != nil || !res.Ok() {
+		st.mu.Unlock()
+		return res, err
+	}
+	e.Result = res
+	if err := st.cl.Append(&e); err != nil {
+		// The state moved but the log did not: the two no longer agree
+		// and nothing more may be acknowledged.
+		st.mu.Unlock()
+		st.fail(fmt.Errorf("changelog append: %w", err))
+		return meta.Result{}, err
+	}
+	st.mu.Unlock()
+	if st.opts.Async {
+		st.noteAppended(e.Version)
+		return res, nil
+	}
+	return res, st.waitDurable(ctx, e.Version)
+}
+
+func (st *Store) fail(err error) {
+	st.cmu.Lock()
+	if st.failed == nil {
+		st.failed = err
+		st.log.Error("metadata store failed; no further operation will be acknowledged", "err", err)
+	}
+	st.cond.Broadcast()
+	st.cmu.Unlock()
+}
+
+func (st *Store) noteAppended(v uint64) {
+	st.cmu.Lock()
+	if v > st.appended {
+		st.appended = v
+	}
+	st.cond.Broadcast()
+	st.cmu.Unlock()
+}
+
+func (st *Store) waitDurable(ctx context.Context, v uint64) error {
+	st.cmu.Lock()
+	defer st.cmu.Unlock()
+	if v > st.appended {
+		st.appended = v
+	}
+	st.cond.Broadcast()
+	if ctx.Done() != nil {
+		stop := context.AfterFunc(ctx, func() {
+			st.cmu.Lock()
+			st.cond.Broadcast()
+			st.cmu.Unlock()
+		})
+		defer stop()
+	}
+	for st.durable < v {
+		if st.failed != nil {
+			return st.failed
+		}
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("waiting for the changelog flush: %w", err)
+		}
+		st.cond.Wait()
+	}
+	return nil
+}
+
+// Read runs f with the state locked for reading. f must not keep s.
+func (st *Store) Read(f func(s *meta.State)) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	f(st.state)
+}
+
+// MetaID is the file system's identity.
+func (st *Store) MetaID() uint64 { return st.state.MetaID() }
+
+// Durable is the last version known to be on disk.
+func (st *Store) Durable() uint64 {
+	st.cmu.Lock()
+	defer st.cmu.Unlock()
+	return st.durable
+}
+
+// Flushes counts changelog flushes so far: with group commit, far fewer
+// than operations.
+func (st *Store) Flushes() uint64 {
+	st.cmu.Lock()
+	defer st.cmu.Unlock()
+	return st.flushes
+}
+
+// Close waits for pending entries, writes metadata.mfs, rotates the
+// changelog and stops the store.
+func (st *Store) Close() error {
+	st.cmu.Lock()
+	st.closing = true
+	st.cond.Broadcast()
+	st.cmu.Unlock()
+	<-st.done
+
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.cl == nil {
+		return ErrClosed
+	}
+	cl := st.cl
+	st.cl = nil
+	var errs []error
+	st.cmu.Lock()
+	failed := st.failed
+	st.cmu.Unlock()
+	if failed == nil {
+		if err := cl.Sync(); err != nil {
+			errs = append(errs, err)
+		} else if _, err := metadump.Write(st.opts.Dir, DumpName, st.state, metadump.Options{Logger: st.log}); err != nil {
+			errs = append(errs, err)
+		} else if err := cl.Rotate(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	errs = append(errs, cl.Close())
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("close metadata: %w", err)
+	}
+	st.log.Info("metadata saved", "version", st.state.Version(), "dir", st.opts.Dir)
+	return nil
+}

@@ -1,0 +1,206 @@
+package metastore
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/carpfs/carpfs/internal/meta"
+)
+
+func create(t testing.TB, st *Store, parent uint32, name string) uint32 {
+	t.Helper()
+	res, err := st.Do(context.Background(), &meta.Create{Parent: parent, Name: name, Type: meta.TypeFile, Mode: 0o644})
+	if err != nil || !res.Ok() {
+		t.Fatalf("create %q: %v %v", name, res, err)
+	}
+	return uint32(res.Val[0])
+}
+
+func lookup(st *Store, parent uint32, name string) (ino uint32, e syscall.Errno) {
+	st.Read(func(s *meta.State) { ino, e = s.Lookup(parent, name) })
+	return
+}
+
+func TestFormatReopen(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := st.MetaID()
+	for i := range 100 {
+		create(t, st, meta.RootInode, "f"+strconv.Itoa(i))
+	}
+	res, err := st.Do(context.Background(), &meta.Create{Parent: meta.RootInode, Name: "f1", Type: meta.TypeFile})
+	if err != nil || res.Err != syscall.EEXIST {
+		t.Fatalf("duplicate create: %v %v", res, err)
+	}
+	if err := st.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.Do(context.Background(), &meta.Create{Parent: 1, Name: "late", Type: meta.TypeFile}); err != ErrClosed {
+		t.Fatalf("Do after Close: %v", err)
+	}
+	st, err = Open(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if st.MetaID() != id {
+		t.Fatalf("metaid changed across restart: %x -> %x", id, st.MetaID())
+	}
+	if _, e := lookup(st, meta.RootInode, "f99"); e != 0 {
+		t.Fatalf("f99 lost across a clean restart: %v", e)
+	}
+}
+
+// TestGroupCommit: concurrent operations share flushes.
+func TestGroupCommit(t *testing.T) {
+	st, err := Open(context.Background(), Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	const workers, each = 16, 200
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range each {
+				create(t, st, meta.RootInode, fmt.Sprintf("w%d-%d", w, i))
+			}
+		}()
+	}
+	wg.Wait()
+	flushes := st.Flushes()
+	if flushes >= workers*each/2 {
+		t.Fatalf("%d operations took %d flushes: no group commit", workers*each, flushes)
+	}
+	t.Logf("%d operations, %d flushes", workers*each, flushes)
+}
+
+// TestKill9LosesNothingAcknowledged runs a store in a child process,
+// kills it with SIGKILL at random moments, and checks after each restart
+// that every operation the child acknowledged is there.
+func TestKill9LosesNothingAcknowledged(t *testing.T) {
+	if os.Getenv("CARPFS_STORE_CHILD") != "" {
+		childWorkload(os.Getenv("CARPFS_STORE_CHILD"))
+		return
+	}
+	dir := t.TempDir()
+	acked := map[string]bool{}
+	r := rand.New(rand.NewPCG(1, 2))
+	for round := range 8 {
+		cmd := exec.Command(os.Args[0], "-test.run=^TestKill9LosesNothingAcknowledged$")
+		cmd.Env = append(os.Environ(), "CARPFS_STORE_CHILD="+dir+"|"+strconv.Itoa(round))
+		out, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd.Stderr = os.Stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		lines := make(chan string, 1024)
+		go func() {
+			sc := bufio.NewScanner(out)
+			for sc.Scan() {
+				lines <- sc.Text()
+			}
+			close(lines)
+		}()
+		// Let it work for a random while, then kill it mid-flight.
+		deadline := time.After(time.Duration(50+r.IntN(250)) * time.Millisecond)
+		n := 0
+	collect:
+		for {
+			select {
+			case l, ok := <-lines:
+				if !ok {
+					break collect
+				}
+				if name, ok := strings.CutPrefix(l, "ack "); ok {
+					acked[name] = true
+					n++
+				}
+			case <-deadline:
+				cmd.Process.Kill()
+				deadline = nil
+			}
+		}
+		cmd.Wait()
+		st, err := Open(context.Background(), Options{Dir: dir})
+		if err != nil {
+			t.Fatalf("round %d: reopen after kill: %v", round, err)
+		}
+		for name := range acked {
+			if _, e := lookup(st, meta.RootInode, name); e != 0 {
+				t.Fatalf("round %d: acknowledged %q lost after kill -9", round, name)
+			}
+		}
+		// Leave the directory as a crash would: no Close.
+		st.abandon()
+		t.Logf("round %d: %d acknowledged this round, %d in all, all present", round, n, len(acked))
+	}
+	if len(acked) == 0 {
+		t.Fatal("the child acknowledged nothing")
+	}
+}
+
+// childWorkload creates files from 8 goroutines and prints each name once
+// its create is acknowledged, until killed.
+func childWorkload(arg string) {
+	dir, round, _ := strings.Cut(arg, "|")
+	st, err := Open(context.Background(), Options{Dir: dir})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "child:", err)
+		os.Exit(1)
+	}
+	var mu sync.Mutex
+	w := bufio.NewWriter(os.Stdout)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				name := fmt.Sprintf("r%s-g%d-%d", round, g, i)
+				res, err := st.Do(context.Background(), &meta.Create{Parent: meta.RootInode, Name: name, Type: meta.TypeFile, Mode: 0o600})
+				if err != nil || !res.Ok() {
+					fmt.Fprintln(os.Stderr, "child:", res, err)
+					os.Exit(1)
+				}
+				mu.Lock()
+				fmt.Fprintf(w, "ack %s\n", name)
+				w.Flush()
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// abandon stops the store the way a crash would leave its directory: no
+// dump, no rotation.
+func (st *Store) abandon() {
+	st.cmu.Lock()
+	st.closing = true
+	st.cond.Broadcast()
+	st.cmu.Unlock()
+	<-st.done
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	st.cl.Close()
+	st.cl = nil
+}

@@ -116,7 +116,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	st := &Store{
 		opts: opts, log: opts.Logger, state: state, cl: cl,
-		term: max(opts.Term, state.Term(), 1),
+		term:     max(opts.Term, state.Term(), 1),
 		appended: state.Version(), durable: state.Version(),
 		done: make(chan struct{}),
 	}

@@ -1,0 +1,218 @@
+package wire
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Type is a frame's message type. Numbers are never reused: a type that
+// is retired stays reserved, so two versions never read one number two
+// ways. docs/PROTOCOL.md lists them, and a test keeps it in step with
+// the registry below.
+type Type uint16
+
+// Message types. Blocks of numbers are reserved per link (see
+// docs/PROTOCOL.md) so that a type number alone tells a reader of a
+// packet capture who sent it.
+const (
+	// Handshake. Hello and Refuse are frozen: every version, past and
+	// future, reads and writes them as version 1 does, so that any two
+	// builds can at least tell each other why they will not talk.
+	TypeHello     Type = 1
+	TypeChallenge Type = 2
+	TypeAuth      Type = 3
+	TypeWelcome   Type = 4
+	TypeRefuse    Type = 5
+
+	// Generic, on every link.
+	TypePing  Type = 16
+	TypePong  Type = 17
+	TypeError Type = 18
+)
+
+// Message is a frame payload as a Go value. Each message type is a struct
+// with hand-written Encode and Decode: no reflection, so what goes on the
+// wire is in plain sight next to the fields.
+type Message interface {
+	// Type is the frame type the message travels as.
+	Type() Type
+	// Encode appends the message's fields.
+	Encode(e *Enc)
+	// Decode sets every field from d and returns d.Err() or a range
+	// error. The caller checks for trailing bytes (see Unmarshal).
+	Decode(d *Dec) error
+}
+
+// Role is what a peer is. Hello carries the connecting side's role, and
+// the registry says which roles send and receive each message type.
+type Role uint8
+
+// Roles. 0 is invalid so that a zero config is caught.
+const (
+	RoleClient      Role = 1 // mfsmount
+	RoleChunkserver Role = 2 // mfschunkserver
+	RoleMetalogger  Role = 3 // mfsmetalogger
+	RoleAdmin       Role = 4 // mfscli, carpwatch
+	RoleMaster      Role = 5 // mfsmaster
+	maxRole              = RoleMaster
+)
+
+var roleNames = [...]string{"", "client", "chunkserver", "metalogger", "admin", "master"}
+
+func (r Role) String() string {
+	if r >= 1 && r <= maxRole {
+		return roleNames[r]
+	}
+	return "role " + strconv.Itoa(int(r))
+}
+
+func (r Role) valid() bool { return r >= 1 && r <= maxRole }
+
+// RoleSet is a set of roles, one bit per role.
+type RoleSet uint16
+
+// Roles returns the set of the given roles.
+func Roles(rs ...Role) RoleSet {
+	var s RoleSet
+	for _, r := range rs {
+		s |= 1 << r
+	}
+	return s
+}
+
+// AllRoles is every role.
+const AllRoles = RoleSet(1<<RoleClient | 1<<RoleChunkserver | 1<<RoleMetalogger | 1<<RoleAdmin | 1<<RoleMaster)
+
+// Has reports whether r is in s.
+func (s RoleSet) Has(r Role) bool { return r.valid() && s&(1<<r) != 0 }
+
+func (s RoleSet) String() string {
+	var names []string
+	for r := Role(1); r <= maxRole; r++ {
+		if s.Has(r) {
+			names = append(names, r.String()+"s")
+		}
+	}
+	switch len(names) {
+	case 0:
+		return "no one"
+	case 1:
+		return names[0]
+	}
+	return strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
+}
+
+// MessageInfo describes one message type: the registry's row.
+type MessageInfo struct {
+	Type Type
+	Name string
+	// From and To are the roles that may send and receive it. A reader
+	// refuses a frame whose type its own role may not receive from the
+	// peer's role.
+	From, To RoleSet
+	// Since is the first protocol version that has the type; a session
+	// at an older version refuses it.
+	Since uint16
+	// Handshake types are read only by the handshake, never in a session.
+	Handshake bool
+	// New returns a zero message to decode into.
+	New func() Message
+}
+
+// handshakeSenders may open a connection (and so send Hello and Auth);
+// handshakeServers answer it. A master never dials another master.
+const (
+	handshakeSenders = AllRoles &^ RoleSet(1<<RoleMaster)
+	handshakeServers = RoleSet(1<<RoleMaster | 1<<RoleChunkserver | 1<<RoleMetalogger)
+)
+
+// messages is the registry: every message type, in type order.
+// docs/PROTOCOL.md has the same table for humans; TestProtocolDoc fails
+// when the two differ. To add a message: define its struct (in a file per
+// link, msg_<link>.go), add a row here and there, and a sample in
+// samples_test.go; see "Adding a message" in docs/PROTOCOL.md.
+var messages = []MessageInfo{
+	{TypeHello, "Hello", handshakeSenders, handshakeServers, 1, true, func() Message { return new(Hello) }},
+	{TypeChallenge, "Challenge", handshakeServers, handshakeSenders, 1, true, func() Message { return new(Challenge) }},
+	{TypeAuth, "Auth", handshakeSenders, handshakeServers, 1, true, func() Message { return new(Auth) }},
+	{TypeWelcome, "Welcome", handshakeServers, handshakeSenders, 1, true, func() Message { return new(Welcome) }},
+	// Refuse is also the last word in a session: a master stepping down
+	// or a peer that meets a newer term says why before it closes.
+	{TypeRefuse, "Refuse", AllRoles, AllRoles, 1, false, func() Message { return new(Refuse) }},
+	{TypePing, "Ping", AllRoles, AllRoles, 1, false, func() Message { return new(Ping) }},
+	{TypePong, "Pong", AllRoles, AllRoles, 1, false, func() Message { return new(Pong) }},
+	{TypeError, "Error", AllRoles, AllRoles, 1, false, func() Message { return new(Error) }},
+}
+
+// byType indexes messages. It is built once from the table above and
+// never changes: static protocol data, not configuration.
+var byType = func() map[Type]*MessageInfo {
+	m := make(map[Type]*MessageInfo, len(messages))
+	for i := range messages {
+		mi := &messages[i]
+		if _, dup := m[mi.Type]; dup || mi.Type == 0 || mi.New().Type() != mi.Type {
+			panic(fmt.Sprintf("wire: registry row %d (%s) is a duplicate, zero, or New returns another type", i, mi.Name))
+		}
+		m[mi.Type] = mi
+	}
+	return m
+}()
+
+// Lookup returns the registry row of t.
+func Lookup(t Type) (MessageInfo, bool) {
+	mi, ok := byType[t]
+	if !ok {
+		return MessageInfo{}, false
+	}
+	return *mi, true
+}
+
+// Messages returns a copy of the registry, in type order.
+func Messages() []MessageInfo { return append([]MessageInfo(nil), messages...) }
+
+func (t Type) String() string {
+	if mi, ok := byType[t]; ok {
+		return mi.Name
+	}
+	return "type " + strconv.Itoa(int(t))
+}
+
+// Allowed reports whether a session at version v in which local receives
+// from peer accepts frames of type t.
+func Allowed(t Type, peer, local Role, v uint16) bool {
+	mi, ok := byType[t]
+	return ok && !mi.Handshake && mi.Since <= v && mi.From.Has(peer) && mi.To.Has(local)
+}
+
+// Unmarshal decodes payload as m, refusing trailing bytes.
+func Unmarshal(payload []byte, m Message) error {
+	d := NewDec(payload)
+	if err := m.Decode(d); err != nil {
+		return fmt.Errorf("wire: decode %s: %w", m.Type(), err)
+	}
+	if err := d.End(); err != nil {
+		return fmt.Errorf("wire: decode %s: %w", m.Type(), err)
+	}
+	return nil
+}
+
+// Decode decodes a frame into a new message of its type.
+func Decode(f Frame) (Message, error) {
+	mi, ok := byType[f.Type]
+	if !ok {
+		return nil, fmt.Errorf("wire: decode %s: %w: unknown type", f.Type, ErrMessage)
+	}
+	m := mi.New()
+	if err := Unmarshal(f.Payload, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// Marshal returns m's payload bytes.
+func Marshal(m Message) []byte {
+	var e Enc
+	m.Encode(&e)
+	return e.Buf()
+}

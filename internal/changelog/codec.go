@@ -274,13 +274,21 @@ func (p *Parser) parse(line []byte) (meta.Entry, *ParseError) {
 	if len(body)-crcStart != 8 {
 		return e, parseErr(crcStart, "checksum must be 8 lowercase hex digits")
 	}
+	// Every line pays for these eight digits, so they are decoded without
+	// a branch per digit; a bad one is looked for only once known.
 	var want uint32
-	for i := crcStart; i < len(body); i++ {
-		v := hexVal(body[i], 'a')
-		if v < 0 {
-			return e, parseErr(i, "checksum must be 8 lowercase hex digits")
+	var bad byte
+	for _, c := range body[crcStart:] {
+		v := lowerHexVal[c]
+		bad |= v
+		want = want<<4 | uint32(v&0xf)
+	}
+	if bad > 0xf {
+		for i := crcStart; ; i++ {
+			if lowerHexVal[body[i]] > 0xf {
+				return e, parseErr(i, "checksum must be 8 lowercase hex digits")
+			}
 		}
-		want = want<<4 | uint32(v)
 	}
 	if got := crc32.Checksum(body[:crcStart-1], castagnoli); got != want {
 		return e, parseErr(crcStart, fmt.Sprintf("checksum mismatch: line has %08x, bytes give %08x", want, got))
@@ -408,6 +416,18 @@ func resultField(b []byte, pos int) (meta.Result, int, *ParseError) {
 		}
 	}
 }
+
+// lowerHexVal maps a lowercase hex digit to its value and any other byte
+// to 0xff.
+var lowerHexVal = func() (t [256]byte) {
+	for c := range t {
+		t[c] = 0xff
+		if v := hexVal(byte(c), 'a'); v >= 0 {
+			t[c] = byte(v)
+		}
+	}
+	return t
+}()
 
 // hexVal is the value of c as a hex digit of the given case ('a' for
 // lowercase, 'A' for uppercase), or -1. Arithmetic, not a string search:

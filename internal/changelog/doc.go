@@ -80,6 +80,18 @@
 // to prefix.0.mfs.cut.OFFSET, because a complete bad line followed by
 // good ones is damage an operator should see rather than lose.
 //
+// # Reading in parallel
+//
+// Parsing costs about as much as applying an entry, so a restore that
+// parsed on one goroutine would leave a core idle. ParallelReader, which
+// OpenSources uses, reads a file in line-aligned chunks of up to 1 MiB and
+// parses them on worker goroutines; Next yields them in order and does
+// the checks that depend on earlier lines itself, so it yields exactly the
+// entries and errors a Reader would. The first 64 KiB is parsed by Next
+// a line at a time, and the workers start only once the caller has taken
+// a few entries: a small file starts no goroutine, and a merge over many
+// files holds little for those still waiting their turn.
+//
 // # Merging copies
 //
 // A restore has several copies of the log: the master's files and each

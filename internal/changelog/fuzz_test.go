@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"reflect"
 	"testing"
 )
 
@@ -86,6 +87,25 @@ func FuzzReader(f *testing.F) {
 			if r.Offset() != int64(off) {
 				t.Fatalf("Offset %d, want %d", r.Offset(), off)
 			}
+		}
+	})
+}
+
+// FuzzParallelReader checks that a ParallelReader agrees with a Reader on
+// arbitrary bytes, entry for entry and error for error, with chunk sizes
+// chosen by the fuzzer so that chunk boundaries fall anywhere.
+func FuzzParallelReader(f *testing.F) {
+	good := withCRC("1|0|0|UNLOCK(5)|") + withCRC("2|0|0|UNLOCK(6)|")
+	f.Add([]byte(good), uint8(1), uint8(1), uint8(0), uint8(1))
+	f.Add([]byte(good+"3|0|0|UNL"), uint8(5), uint8(20), uint8(1), uint8(2))
+	f.Add([]byte(good+withCRC("4|0|0|UNLOCK(6)|")+good), uint8(30), uint8(3), uint8(0), uint8(3))
+	f.Fuzz(func(t *testing.T, data []byte, first, size, start, workers uint8) {
+		want, wantErr, _ := drain(NewReader(bytes.NewReader(data), "f"))
+		r := newTestParallel(bytes.NewReader(data), int(workers%4), int(first)+1, int(size)+1, int(start%32))
+		defer r.Close()
+		got, err, again := drain(r)
+		if !reflect.DeepEqual(got, want) || !reflect.DeepEqual(err, wantErr) || again != err {
+			t.Fatalf("got %d entries, %v; want %d, %v", len(got), err, len(want), wantErr)
 		}
 	})
 }

@@ -5,12 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 
 	"github.com/carpfs/carpfs/internal/meta"
 )
 
 // Source is one stream of entries in rising version order, such as a
-// *FileReader over one changelog file. Next returns io.EOF at the end. An
+// *FileReader or *ParallelReader over one changelog file. Next returns io.EOF at the end. An
 // error matching ErrCorrupt ends the source and is kept as a warning; any
 // other error ends the merge, since a failing disk should not pass
 // silently for a short file.
@@ -299,7 +300,9 @@ func (m *Merger) pop() head {
 }
 
 // OpenSources opens each path as a Source for NewMerger. The returned
-// function closes them all.
+// function closes them all, which also stops their goroutines: each is a
+// ParallelReader with a parsing goroutine per CPU, so that parsing is not
+// what bounds a restore.
 func OpenSources(paths ...string) ([]Source, func() error, error) {
 	return OpenSourcesFrom(0, paths...)
 }
@@ -310,14 +313,15 @@ func OpenSources(paths ...string) ([]Source, func() error, error) {
 // them whole. A file whose last line does not parse is kept, for its
 // Reader to report.
 func OpenSourcesFrom(from uint64, paths ...string) ([]Source, func() error, error) {
-	var frs []*FileReader
+	var prs []*ParallelReader
 	closeAll := func() error {
 		var errs []error
-		for _, fr := range frs {
-			errs = append(errs, fr.Close())
+		for _, pr := range prs {
+			errs = append(errs, pr.Close())
 		}
 		return errors.Join(errs...)
 	}
+	workers := runtime.GOMAXPROCS(0)
 	srcs := make([]Source, 0, len(paths))
 	for _, p := range paths {
 		if from > 0 {
@@ -325,13 +329,13 @@ func OpenSourcesFrom(from uint64, paths ...string) ([]Source, func() error, erro
 				continue
 			}
 		}
-		fr, err := OpenFile(p)
+		pr, err := OpenFileParallel(p, workers)
 		if err != nil {
 			closeAll()
 			return nil, nil, err
 		}
-		frs = append(frs, fr)
-		srcs = append(srcs, fr)
+		prs = append(prs, pr)
+		srcs = append(srcs, pr)
 	}
 	return srcs, closeAll, nil
 }

@@ -50,7 +50,7 @@ func (s *State) Lookup(parent uint32, name string) (uint32, syscall.Errno) {
 		return parent, 0
 	}
 	if name == ".." {
-		return s.nodes[parent].parent, 0
+		return s.nodes.at(parent).parent, 0
 	}
 	ino, ok := entries[name]
 	if !ok {
@@ -74,7 +74,7 @@ func (s *State) ReadDir(ino uint32) ([]DirEntry, syscall.Errno) {
 	}
 	out := make([]DirEntry, 0, len(entries))
 	for name, child := range entries {
-		out = append(out, DirEntry{Name: name, Inode: child, Type: s.nodes[child].typ})
+		out = append(out, DirEntry{Name: name, Inode: child, Type: s.nodes.at(child).typ})
 	}
 	slices.SortFunc(out, func(a, b DirEntry) int { return strings.Compare(a.Name, b.Name) })
 	return out, 0
@@ -165,7 +165,7 @@ type Stats struct {
 func (s *State) Stats() Stats {
 	st := Stats{Files: s.nfiles, Dirs: s.ndirs, Chunks: uint64(len(s.chunks)), Sessions: uint64(len(s.sessions))}
 	for ino := range s.held {
-		if s.nodes[ino].nlink == 0 {
+		if s.nodes.at(ino).nlink == 0 {
 			st.Sustained++
 		}
 	}

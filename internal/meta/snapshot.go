@@ -55,7 +55,7 @@ func (k RecordKind) String() string {
 // Records streams the state as records. rec is only valid during the call.
 func (s *State) Records(emit func(kind RecordKind, rec []byte) error) error {
 	b := make([]byte, 0, 512)
-	b = binary.AppendUvarint(b, uint64(len(s.nodes)))
+	b = binary.AppendUvarint(b, uint64(s.nodes.len()))
 	b = binary.AppendUvarint(b, s.nextChunk)
 	b = binary.AppendUvarint(b, s.nextSess)
 	if err := emit(RecCounters, b); err != nil {
@@ -73,8 +73,8 @@ func (s *State) Records(emit func(kind RecordKind, rec []byte) error) error {
 	}
 	var names []string
 	var edges []edge
-	for ino := 1; ino < len(s.nodes); ino++ {
-		n := &s.nodes[ino]
+	for ino := 1; ino < s.nodes.len(); ino++ {
+		n := s.nodes.at(uint32(ino))
 		if n.typ == TypeNone {
 			continue
 		}
@@ -123,8 +123,8 @@ func (s *State) Records(emit func(kind RecordKind, rec []byte) error) error {
 			}
 		}
 	}
-	for ino := 1; ino < len(s.nodes); ino++ {
-		if s.nodes[ino].typ != TypeDir {
+	for ino := 1; ino < s.nodes.len(); ino++ {
+		if s.nodes.at(uint32(ino)).typ != TypeDir {
 			continue
 		}
 		entries := s.dirs[uint32(ino)]
@@ -335,7 +335,7 @@ func (b *Builder) Add(kind RecordKind, rec []byte) error {
 		ino := uint32(r.uv(u32max, "inode"))
 		target := r.str(MaxLinkLen, "target")
 		if err = r.end(); err == nil {
-			if ino != b.lastNode || b.s.nodes[ino].typ != TypeSymlink {
+			if ino != b.lastNode || b.s.nodes.at(ino).typ != TypeSymlink {
 				return b.errf("symlink target for inode %d, which is not the symlink just read", ino)
 			}
 			if _, dup := b.s.symlinks[ino]; dup {
@@ -395,7 +395,6 @@ func (b *Builder) addCounters(r *recReader) error {
 	}
 	// The claimed slot count is not trusted for allocation: the table
 	// grows as node records arrive, and holes are bounded by the free list.
-	b.s.nodes = make([]node, 1, 1024)
 	b.slots = uint32(slots - 1)
 	b.counters = true
 	return nil
@@ -433,7 +432,7 @@ func (b *Builder) addNode(r *recReader) error {
 	if err := b.pad(int(ino)); err != nil {
 		return err
 	}
-	b.s.nodes = append(b.s.nodes, n)
+	*b.s.nodes.at(b.s.nodes.add()) = n
 	b.lastNode = ino
 	if n.typ == TypeDir {
 		b.s.dirs[ino] = map[string]uint32{}
@@ -450,7 +449,7 @@ func (b *Builder) addFile(r *recReader) error {
 	if r.err != nil {
 		return r.err
 	}
-	if ino != b.lastNode || b.s.nodes[ino].typ != TypeFile {
+	if ino != b.lastNode || b.s.nodes.at(ino).typ != TypeFile {
 		return fmt.Errorf("chunk list for inode %d, which is not the file just read", ino)
 	}
 	if _, dup := b.s.files[ino]; dup {
@@ -548,7 +547,7 @@ func (b *Builder) addSession(r *recReader) error {
 // pad grows the node table with holes up to length n. Every hole must be
 // on the free list, so there can be no more holes than free records.
 func (b *Builder) pad(n int) error {
-	holes := n - len(b.s.nodes)
+	holes := n - b.s.nodes.len()
 	if holes <= 0 {
 		return nil
 	}
@@ -556,7 +555,7 @@ func (b *Builder) pad(n int) error {
 		return fmt.Errorf("%d unused inode slots but only %d free inodes", b.holes+holes, len(b.s.freeq))
 	}
 	b.holes += holes
-	b.s.nodes = slices.Grow(b.s.nodes, holes)[:n]
+	b.s.nodes.growTo(n)
 	return nil
 }
 
@@ -584,10 +583,10 @@ func check(s *State) error {
 	if root == nil || root.typ != TypeDir || root.parent != RootInode {
 		return errors.New("no root directory")
 	}
-	links := make([]uint32, len(s.nodes))
+	links := make([]uint32, s.nodes.len())
 	for parent, entries := range s.dirs {
 		for name, child := range entries {
-			c := &s.nodes[child]
+			c := s.nodes.at(child)
 			if c.typ == TypeDir {
 				if c.parent != parent {
 					return fmt.Errorf("directory %d is named %q in %d but its parent is %d", child, name, parent, c.parent)
@@ -599,14 +598,14 @@ func check(s *State) error {
 			links[child]++
 		}
 	}
-	for ino := 1; ino < len(s.nodes); ino++ {
-		n := &s.nodes[ino]
+	for ino := 1; ino < s.nodes.len(); ino++ {
+		n := s.nodes.at(uint32(ino))
 		switch {
 		case n.typ == TypeNone:
 		case n.typ == TypeDir:
 			want := uint32(2)
 			for _, child := range s.dirs[uint32(ino)] {
-				if s.nodes[child].typ == TypeDir {
+				if s.nodes.at(child).typ == TypeDir {
 					want++
 				}
 			}
@@ -642,7 +641,7 @@ func check(s *State) error {
 				return fmt.Errorf("directory %d is in a cycle", d)
 			}
 			path = append(path, d)
-			d = s.nodes[d].parent
+			d = s.nodes.at(d).parent
 		}
 		for _, p := range path {
 			seen[p] = true
@@ -650,13 +649,13 @@ func check(s *State) error {
 	}
 	free := make(map[uint32]bool, len(s.freeq)-s.freeHead)
 	for _, f := range s.freeq[s.freeHead:] {
-		if int(f.inode) >= len(s.nodes) || f.inode == 0 || s.nodes[f.inode].typ != TypeNone || free[f.inode] {
+		if int(f.inode) >= s.nodes.len() || f.inode == 0 || s.nodes.at(f.inode).typ != TypeNone || free[f.inode] {
 			return fmt.Errorf("free inode %d is in use or listed twice", f.inode)
 		}
 		free[f.inode] = true
 	}
-	for ino := 1; ino < len(s.nodes); ino++ {
-		if s.nodes[ino].typ == TypeNone && !free[uint32(ino)] {
+	for ino := 1; ino < s.nodes.len(); ino++ {
+		if s.nodes.at(uint32(ino)).typ == TypeNone && !free[uint32(ino)] {
 			return fmt.Errorf("inode %d is neither used nor free", ino)
 		}
 	}

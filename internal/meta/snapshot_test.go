@@ -156,7 +156,7 @@ func TestBuilderRefusesInconsistent(t *testing.T) {
 		})
 	}
 	mod := func(ino uint32, change func(*node)) []byte {
-		n := s.nodes[ino]
+		n := *s.nodes.at(ino)
 		change(&n)
 		return appendNode(nil, ino, &n)
 	}

@@ -97,7 +97,7 @@ type State struct {
 	version uint64
 	term    uint64
 
-	nodes     []node // by inode; nodes[0] unused
+	nodes     nodeTable // by inode; node 0 unused
 	freeq     []freeInode
 	freeHead  int
 	dirs      map[uint32]map[string]uint32
@@ -117,19 +117,18 @@ type State struct {
 // root, mode 0755, created at time t.
 func New(metaid uint64, t uint32) *State {
 	s := newEmpty(metaid)
-	s.nodes = append(s.nodes, node{
+	*s.nodes.at(s.nodes.add()) = node{
 		typ: TypeDir, mode: 0o755, nlink: 2, parent: RootInode, goal: DefaultGoal,
 		atime: t, mtime: t, ctime: t,
-	})
+	}
 	s.dirs[RootInode] = map[string]uint32{}
 	s.ndirs = 1
 	return s
 }
 
 func newEmpty(metaid uint64) *State {
-	return &State{
+	s := &State{
 		metaid:    metaid,
-		nodes:     make([]node, 1, 1024),
 		dirs:      map[uint32]map[string]uint32{},
 		symlinks:  map[uint32]string{},
 		files:     map[uint32][]uint64{},
@@ -140,6 +139,8 @@ func newEmpty(metaid uint64) *State {
 		nextChunk: 1,
 		nextSess:  1,
 	}
+	s.nodes.add() // inode 0 is never used
+	return s
 }
 
 // MetaID is the file system's identity; every peer checks it.
@@ -196,7 +197,7 @@ func (s *State) Replay(e *Entry) error {
 // SetVersion moves an empty state's version, for a file system formatted to
 // start at a given point. It fails once anything was applied.
 func (s *State) SetVersion(version, term uint64) error {
-	if s.version != 0 || len(s.nodes) != 2 {
+	if s.version != 0 || s.nodes.len() != 2 {
 		return errors.New("set version: state is not freshly formatted")
 	}
 	s.version, s.term = version, term
@@ -204,10 +205,10 @@ func (s *State) SetVersion(version, term uint64) error {
 }
 
 func (s *State) live(ino uint32) *node {
-	if ino == 0 || int(ino) >= len(s.nodes) || s.nodes[ino].typ == TypeNone {
+	if ino == 0 || int(ino) >= s.nodes.len() || s.nodes.at(ino).typ == TypeNone {
 		return nil
 	}
-	return &s.nodes[ino]
+	return s.nodes.at(ino)
 }
 
 func (s *State) dir(ino uint32) (*node, map[string]uint32, syscall.Errno) {
@@ -253,17 +254,16 @@ func (s *State) allocInode(t uint32) (uint32, bool) {
 			return f.inode, true
 		}
 	}
-	if len(s.nodes) > maxInode {
+	if s.nodes.len() > maxInode {
 		return 0, false
 	}
-	s.nodes = append(s.nodes, node{})
-	return uint32(len(s.nodes) - 1), true
+	return s.nodes.add(), true
 }
 
 // freeNode drops an inode that has no links and no opens left, with its
 // chunks, xattrs and symlink target.
 func (s *State) freeNode(ino uint32, t uint32) {
-	n := &s.nodes[ino]
+	n := s.nodes.at(ino)
 	switch n.typ {
 	case TypeDir:
 		delete(s.dirs, ino)
@@ -294,7 +294,7 @@ func (s *State) newNode(parent uint32, entries map[string]uint32, name string, n
 	if !ok {
 		return 0, syscall.ENOSPC
 	}
-	p := &s.nodes[parent]
+	p := s.nodes.at(parent)
 	n.atime, n.mtime, n.ctime = t, t, t
 	n.goal = p.goal
 	if n.typ == TypeDir {
@@ -307,7 +307,7 @@ func (s *State) newNode(parent uint32, entries map[string]uint32, name string, n
 		n.nlink = 1
 		s.nfiles++
 	}
-	s.nodes[ino] = n
+	*s.nodes.at(ino) = n
 	entries[name] = ino
 	p.mtime, p.ctime = t, t
 	return ino, 0
@@ -399,7 +399,7 @@ func (o *Link) apply(s *State, t uint32) Result {
 // dropLink removes one link of a non-directory and frees it when nothing
 // holds it any more.
 func (s *State) dropLink(ino uint32, t uint32) {
-	n := &s.nodes[ino]
+	n := s.nodes.at(ino)
 	n.nlink--
 	n.ctime = t
 	if n.nlink == 0 && s.held[ino] == 0 {
@@ -409,7 +409,7 @@ func (s *State) dropLink(ino uint32, t uint32) {
 
 // dropDir removes an empty directory whose entry is already gone.
 func (s *State) dropDir(ino, parent uint32, t uint32) {
-	s.nodes[parent].nlink--
+	s.nodes.at(parent).nlink--
 	s.freeNode(ino, t)
 }
 
@@ -434,7 +434,7 @@ func (o *Unlink) apply(s *State, t uint32) Result {
 	if e != 0 {
 		return fail(e)
 	}
-	if s.nodes[ino].typ == TypeDir {
+	if s.nodes.at(ino).typ == TypeDir {
 		return fail(syscall.EISDIR)
 	}
 	delete(entries, o.Name)
@@ -448,7 +448,7 @@ func (o *Rmdir) apply(s *State, t uint32) Result {
 	if e != 0 {
 		return fail(e)
 	}
-	if s.nodes[ino].typ != TypeDir {
+	if s.nodes.at(ino).typ != TypeDir {
 		return fail(syscall.ENOTDIR)
 	}
 	if len(s.dirs[ino]) != 0 {
@@ -469,7 +469,7 @@ func (s *State) isAncestor(a, d uint32) bool {
 		if d == RootInode {
 			return false
 		}
-		d = s.nodes[d].parent
+		d = s.nodes.at(d).parent
 	}
 }
 
@@ -492,7 +492,7 @@ func (o *Rename) apply(s *State, t uint32) Result {
 	if !ok {
 		return fail(syscall.ENOENT)
 	}
-	n := &s.nodes[ino]
+	n := s.nodes.at(ino)
 	if n.typ == TypeDir && s.isAncestor(ino, o.DstParent) {
 		return fail(syscall.EINVAL)
 	}
@@ -501,7 +501,7 @@ func (o *Rename) apply(s *State, t uint32) Result {
 		if old == ino {
 			return ok0() // both names are links of one inode: nothing to do
 		}
-		on := &s.nodes[old]
+		on := s.nodes.at(old)
 		switch {
 		case n.typ == TypeDir && on.typ != TypeDir:
 			return fail(syscall.ENOTDIR)
@@ -517,7 +517,7 @@ func (o *Rename) apply(s *State, t uint32) Result {
 	// Everything is checked: from here on the rename happens.
 	if exists {
 		delete(dents, o.DstName)
-		if s.nodes[old].typ == TypeDir {
+		if s.nodes.at(old).typ == TypeDir {
 			s.dropDir(old, o.DstParent, t)
 		} else {
 			s.dropLink(old, t)
@@ -711,7 +711,7 @@ func (s *State) unhold(ino uint32, count uint32, t uint32) {
 	left := s.held[ino] - count
 	if left == 0 {
 		delete(s.held, ino)
-		if s.nodes[ino].nlink == 0 {
+		if s.nodes.at(ino).nlink == 0 {
 			s.freeNode(ino, t)
 		}
 	} else {

@@ -104,7 +104,6 @@ func (res *Result) replay(ctx context.Context, paths []string, opts Options) err
 	if err != nil {
 		return fmt.Errorf("restore: %w", err)
 	}
-	defer closeAll()
 	m := changelog.NewMerger(changelog.MergeOptions{From: res.State.Version() + 1}, srcs...)
 
 	const batchSize = 4096
@@ -115,8 +114,16 @@ func (res *Result) replay(ctx context.Context, paths []string, opts Options) err
 	batches := make(chan batch, 8)
 	free := make(chan []meta.Entry, 10)
 	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	done := make(chan struct{})
+	// However replay ends, the reader goroutine is gone when it returns:
+	// cancel stops it between batches, closing the files ends a read.
+	defer func() {
+		cancel()
+		closeAll()
+		<-done
+	}()
 	go func() {
+		defer close(done)
 		defer close(batches)
 		for {
 			var b []meta.Entry

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -197,5 +198,24 @@ func TestBuilderRefusesInconsistent(t *testing.T) {
 	// Counters must come first.
 	if _, err := rebuild(s, good[1:]); err == nil || !strings.Contains(err.Error(), "before the counters") {
 		t.Errorf("missing counters: got %v", err)
+	}
+}
+
+func TestSortEdges(t *testing.T) {
+	for _, n := range []int{0, 10, 5000, 70000} {
+		var edges []edge
+		for i := range n {
+			child := uint32((i * 7919) % (n/3 + 1)) // repeats: hard links
+			if i%5 == 0 {
+				child += 1 << 24
+			}
+			edges = append(edges, edge{child, string(rune('a' + i%26))})
+		}
+		want := append([]edge(nil), edges...)
+		slices.SortFunc(want, compareEdges)
+		got, _ := sortEdges(edges, nil)
+		if !slices.Equal(got, want) {
+			t.Fatalf("n=%d: radix order differs from compareEdges", n)
+		}
 	}
 }

@@ -34,6 +34,9 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/metadump
 	$(GO) test -run '^$$' -fuzz '^FuzzReadFrame$$' -fuzztime $(FUZZTIME) ./internal/wire
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeMessage$$' -fuzztime $(FUZZTIME) ./internal/wire
+	$(GO) test -run '^$$' -fuzz '^FuzzParseHDDConfig$$' -fuzztime $(FUZZTIME) ./internal/chunkstore
+	$(GO) test -run '^$$' -fuzz '^FuzzChunkHeader$$' -fuzztime $(FUZZTIME) ./internal/chunkstore
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
 
 # Metadata core speed and memory, side by side with MooseFS (see bench/README.md).
 bench-meta: build

@@ -24,6 +24,7 @@ const (
 	RecCounters RecordKind = 1
 	// RecNode: inode, type, mode, uid, gid, atime, mtime, ctime, nlink,
 	// parent, goal, size. In inode order; holes (freed inodes) are absent.
+	// For a directory, size is its number of entries: a sizing hint.
 	RecNode RecordKind = 2
 	// RecSymlink: inode, target. Right after its node.
 	RecSymlink RecordKind = 3
@@ -77,6 +78,13 @@ func (s *State) Records(emit func(kind RecordKind, rec []byte) error) error {
 		n := s.nodes.at(uint32(ino))
 		if n.typ == TypeNone {
 			continue
+		}
+		if n.typ == TypeDir {
+			// A directory's size field carries its entry count, so a
+			// loader can size the directory's map once.
+			c := *n
+			c.size = uint64(len(s.dirs[uint32(ino)]))
+			n = &c
 		}
 		b = appendNode(b[:0], uint32(ino), n)
 		if err := emit(RecNode, b); err != nil {
@@ -318,15 +326,19 @@ type Builder struct {
 	}
 	phase int
 	slots uint32 // highest inode number the counters allow
-	holes int    // unused slots so far
-	n     int
+	// hints are directories' announced entry counts, presized the total
+	// capacity handed out for them.
+	hints    map[uint32]uint64
+	presized uint64
+	holes    int // unused slots so far
+	n        int
 }
 
 // NewBuilder starts rebuilding a state of the given identity and position.
 func NewBuilder(metaid, version, term uint64) *Builder {
 	s := newEmpty(metaid)
 	s.version, s.term = version, term
-	return &Builder{s: s}
+	return &Builder{s: s, hints: map[uint32]uint64{}}
 }
 
 // ErrBadSnapshot is wrapped by every error Builder returns.
@@ -474,6 +486,12 @@ func (b *Builder) addNode(r *recReader) error {
 	if err := b.pad(int(ino)); err != nil {
 		return err
 	}
+	if n.typ == TypeDir {
+		if n.size > 0 {
+			b.hints[ino] = n.size
+		}
+		n.size = 0
+	}
 	*b.s.nodes.at(b.s.nodes.add()) = n
 	b.lastNode = ino
 	if n.typ == TypeDir {
@@ -552,8 +570,33 @@ func (b *Builder) addEdge(r *recReader) error {
 	if b.s.live(child) == nil || child == RootInode {
 		return fmt.Errorf("edge %d/%q points to missing inode %d", parent, name, child)
 	}
+	if len(entries) == 0 {
+		entries = b.presize(parent, entries)
+	}
 	entries[name] = child
 	return nil
+}
+
+// presize replaces a directory's empty map by one sized for the entry
+// count its node record announced. The hint is not trusted for memory:
+// no map is sized past the number of inodes, and all presized maps
+// together stay under twice that, so a damaged hint costs at most what an
+// honest dump would.
+func (b *Builder) presize(parent uint32, entries map[string]uint32) map[string]uint32 {
+	hint, ok := b.hints[parent]
+	if !ok {
+		return entries
+	}
+	delete(b.hints, parent)
+	live := b.s.nfiles + b.s.ndirs
+	hint = min(hint, live)
+	if hint < 8 || b.presized+hint > 2*live {
+		return entries
+	}
+	b.presized += hint
+	m := make(map[string]uint32, hint)
+	b.s.dirs[parent] = m
+	return m
 }
 
 func (b *Builder) addSession(r *recReader) error {

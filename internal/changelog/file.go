@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/carpfs/carpfs/internal/fsutil"
 	"github.com/carpfs/carpfs/internal/meta"
 )
 
@@ -147,7 +148,7 @@ func (w *Writer) open() error {
 		return err
 	}
 	if created {
-		if err := syncDir(w.dir); err != nil {
+		if err := fsutil.SyncDir(w.dir); err != nil {
 			f.Close()
 			return err
 		}
@@ -214,7 +215,7 @@ func (w *Writer) cut(f *os.File, ce *CorruptError) error {
 		return err
 	}
 	if rep.SavedTo != "" {
-		if err := syncDir(w.dir); err != nil {
+		if err := fsutil.SyncDir(w.dir); err != nil {
 			return err
 		}
 	}
@@ -420,7 +421,7 @@ func (w *Writer) shift() error {
 			return err
 		}
 	}
-	if err := syncDir(w.dir); err != nil {
+	if err := fsutil.SyncDir(w.dir); err != nil {
 		return err
 	}
 	f, err := os.OpenFile(w.Path(), os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
@@ -430,7 +431,7 @@ func (w *Writer) shift() error {
 	w.f = f
 	w.bw.Reset(f)
 	w.size = 0
-	if err := syncDir(w.dir); err != nil {
+	if err := fsutil.SyncDir(w.dir); err != nil {
 		return err
 	}
 	w.opts.Logger.Info("changelog rotated", "dir", w.dir, "prefix", w.prefix, "last_version", w.last)
@@ -451,17 +452,4 @@ func (w *Writer) Close() error {
 		return fmt.Errorf("close changelog %s: %w", w.Path(), err)
 	}
 	return nil
-}
-
-// syncDir makes a create, rename or remove in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+
+	"github.com/carpfs/carpfs/internal/fsutil"
 )
 
 // acquire looks a chunk up and locks it exclusively, checking that it
@@ -201,25 +203,12 @@ func (s *Store) setVersion(c *chunk, old, new uint32) error {
 		return err
 	}
 	c.version, c.nameVer = new, new
-	if err := syncDir(filepath.Dir(newPath)); err != nil {
+	if err := fsutil.SyncDir(filepath.Dir(newPath)); err != nil {
 		c.dirUnsynced = true
 		return fmt.Errorf("version set but maybe not durable: %w", err)
 	}
 	c.dirUnsynced = false
 	return nil
-}
-
-// syncDir fsyncs a directory, making the names in it durable.
-func syncDir(dir string) error {
-	f, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = f.Sync()
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	return err
 }
 
 // Truncate sets a chunk's length. Shrinking rechecksums the block the new
@@ -360,7 +349,7 @@ func (s *Store) sync(c *chunk) error {
 		c.unsynced = false
 	}
 	if c.dirUnsynced {
-		if err := syncDir(filepath.Dir(c.path())); err != nil {
+		if err := fsutil.SyncDir(filepath.Dir(c.path())); err != nil {
 			return err
 		}
 		c.dirUnsynced = false

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/carpfs/carpfs/internal/fsutil"
 	"github.com/carpfs/carpfs/internal/meta"
 )
 
@@ -48,17 +49,7 @@ func (OSFS) Rename(oldpath, newpath string) error { return os.Rename(oldpath, ne
 func (OSFS) Link(oldpath, newpath string) error   { return os.Link(oldpath, newpath) }
 func (OSFS) Remove(path string) error             { return os.Remove(path) }
 
-func (OSFS) SyncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	err = d.Sync()
-	if cerr := d.Close(); err == nil {
-		err = cerr
-	}
-	return err
-}
+func (OSFS) SyncDir(dir string) error { return fsutil.SyncDir(dir) }
 
 // TempName is the file a dump called name is written to before it is
 // renamed into place. A leftover one is from a crash and can be removed.

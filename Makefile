@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHDDConfig$$' -fuzztime $(FUZZTIME) ./internal/chunkstore
 	$(GO) test -run '^$$' -fuzz '^FuzzChunkHeader$$' -fuzztime $(FUZZTIME) ./internal/chunkstore
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/exports
 
 # Metadata core speed and memory, side by side with MooseFS (see bench/README.md).
 bench-meta: build

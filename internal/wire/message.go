@@ -29,6 +29,41 @@ const (
 	TypePing  Type = 16
 	TypePong  Type = 17
 	TypeError Type = 18
+
+	// Client and master (100-199): sessions and metadata operations,
+	// see msg_client.go.
+	TypeSessionChallenge Type = 100
+	TypeSessionNonce     Type = 101
+	TypeSessionOpen      Type = 102
+	TypeSessionOpened    Type = 103
+	TypeSessionEnd       Type = 104
+	TypeOk               Type = 105
+	TypeEntry            Type = 106
+	TypeLookupName       Type = 107
+	TypeGetAttr          Type = 108
+	TypeSetAttr          Type = 109
+	TypeCreate           Type = 110
+	TypeSymlink          Type = 111
+	TypeLink             Type = 112
+	TypeUnlink           Type = 113
+	TypeRmdir            Type = 114
+	TypeRename           Type = 115
+	TypeReadLink         Type = 116
+	TypeLinkTarget       Type = 117
+	TypeReadDir          Type = 118
+	TypeDirPage          Type = 119
+	TypeGetXattr         Type = 120
+	TypeXattrValue       Type = 121
+	TypeListXattr        Type = 122
+	TypeXattrNames       Type = 123
+	TypeSetXattr         Type = 124
+	TypeRemoveXattr      Type = 125
+	TypeStatFS           Type = 126
+	TypeFSStats          Type = 127
+	TypeOpen             Type = 128
+	TypeRelease          Type = 129
+	TypeSetGoal          Type = 130
+	TypeGetGoal          Type = 131
 )
 
 // Message is a frame payload as a Go value. Each message type is a struct
@@ -123,6 +158,8 @@ type MessageInfo struct {
 // handshakeSenders may open a connection (and so send Hello and Auth);
 // handshakeServers answer it. A master never dials another master.
 const (
+	clients          = RoleSet(1 << RoleClient)
+	masters          = RoleSet(1 << RoleMaster)
 	handshakeSenders = AllRoles &^ RoleSet(1<<RoleMaster)
 	handshakeServers = RoleSet(1<<RoleMaster | 1<<RoleChunkserver | 1<<RoleMetalogger)
 )
@@ -143,6 +180,40 @@ var messages = []MessageInfo{
 	{TypePing, "Ping", AllRoles, AllRoles, 1, false, func() Message { return new(Ping) }},
 	{TypePong, "Pong", AllRoles, AllRoles, 1, false, func() Message { return new(Pong) }},
 	{TypeError, "Error", AllRoles, AllRoles, 1, false, func() Message { return new(Error) }},
+	// Client and master. Ok, Entry and the other replies go only from the
+	// master to clients; requests only the other way.
+	{TypeSessionChallenge, "SessionChallenge", clients, masters, 1, false, func() Message { return new(SessionChallenge) }},
+	{TypeSessionNonce, "SessionNonce", masters, clients, 1, false, func() Message { return new(SessionNonce) }},
+	{TypeSessionOpen, "SessionOpen", clients, masters, 1, false, func() Message { return new(SessionOpen) }},
+	{TypeSessionOpened, "SessionOpened", masters, clients, 1, false, func() Message { return new(SessionOpened) }},
+	{TypeSessionEnd, "SessionEnd", clients, masters, 1, false, func() Message { return new(SessionEnd) }},
+	{TypeOk, "Ok", masters, clients, 1, false, func() Message { return new(Ok) }},
+	{TypeEntry, "Entry", masters, clients, 1, false, func() Message { return new(Entry) }},
+	{TypeLookupName, "LookupName", clients, masters, 1, false, func() Message { return new(LookupName) }},
+	{TypeGetAttr, "GetAttr", clients, masters, 1, false, func() Message { return new(GetAttr) }},
+	{TypeSetAttr, "SetAttr", clients, masters, 1, false, func() Message { return new(SetAttr) }},
+	{TypeCreate, "Create", clients, masters, 1, false, func() Message { return new(Create) }},
+	{TypeSymlink, "Symlink", clients, masters, 1, false, func() Message { return new(Symlink) }},
+	{TypeLink, "Link", clients, masters, 1, false, func() Message { return new(Link) }},
+	{TypeUnlink, "Unlink", clients, masters, 1, false, func() Message { return new(Unlink) }},
+	{TypeRmdir, "Rmdir", clients, masters, 1, false, func() Message { return new(Rmdir) }},
+	{TypeRename, "Rename", clients, masters, 1, false, func() Message { return new(Rename) }},
+	{TypeReadLink, "ReadLink", clients, masters, 1, false, func() Message { return new(ReadLink) }},
+	{TypeLinkTarget, "LinkTarget", masters, clients, 1, false, func() Message { return new(LinkTarget) }},
+	{TypeReadDir, "ReadDir", clients, masters, 1, false, func() Message { return new(ReadDir) }},
+	{TypeDirPage, "DirPage", masters, clients, 1, false, func() Message { return new(DirPage) }},
+	{TypeGetXattr, "GetXattr", clients, masters, 1, false, func() Message { return new(GetXattr) }},
+	{TypeXattrValue, "XattrValue", masters, clients, 1, false, func() Message { return new(XattrValue) }},
+	{TypeListXattr, "ListXattr", clients, masters, 1, false, func() Message { return new(ListXattr) }},
+	{TypeXattrNames, "XattrNames", masters, clients, 1, false, func() Message { return new(XattrNames) }},
+	{TypeSetXattr, "SetXattr", clients, masters, 1, false, func() Message { return new(SetXattr) }},
+	{TypeRemoveXattr, "RemoveXattr", clients, masters, 1, false, func() Message { return new(RemoveXattr) }},
+	{TypeStatFS, "StatFS", clients, masters, 1, false, func() Message { return new(StatFS) }},
+	{TypeFSStats, "FSStats", masters, clients, 1, false, func() Message { return new(FSStats) }},
+	{TypeOpen, "Open", clients, masters, 1, false, func() Message { return new(Open) }},
+	{TypeRelease, "Release", clients, masters, 1, false, func() Message { return new(Release) }},
+	{TypeSetGoal, "SetGoal", clients, masters, 1, false, func() Message { return new(SetGoal) }},
+	{TypeGetGoal, "GetGoal", clients, masters, 1, false, func() Message { return new(GetGoal) }},
 }
 
 // byType indexes messages. It is built once from the table above and

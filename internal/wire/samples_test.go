@@ -13,6 +13,8 @@ func samples() []Message {
 	n1 := [NonceSize]byte(bytes.Repeat([]byte{0xa5}, NonceSize))
 	n2 := [NonceSize]byte(bytes.Repeat([]byte{0x5a}, NonceSize))
 	mac := bytes.Repeat([]byte{0x3c}, NonceSize)
+	hdr := ReqHeader{Session: 42, Seq: 1 << 33, UID: 1000, GID: 100}
+	attr := Attr{Inode: 7, NodeType: 1, Mode: 0o644, UID: 1000, GID: 100, Atime: 1, Mtime: 2, Ctime: 3, Nlink: 1, Size: 1 << 33, Rdev: 4, Goal: 2}
 	return []Message{
 		&Hello{MinVersion: 1, MaxVersion: 2, Role: RoleChunkserver, MetaID: 0x1122334455667788, Term: 7, Nonce: n1, Name: "cs1.example", Ext: []byte{9, 8}},
 		&Challenge{Version: 2, Role: RoleMaster, MetaID: 0x1122334455667788, Term: 9, Nonce: n2, Name: "m1"},
@@ -22,6 +24,38 @@ func samples() []Message {
 		&Ping{Data: []byte("ping \x00\xff")},
 		&Pong{Data: []byte("pong \x00\xff")},
 		&Error{Errno: 2, Message: "no such file"},
+		&SessionChallenge{},
+		&SessionNonce{Nonce: n1},
+		&SessionOpen{SessionID: 42, Path: "/home/a", Info: "host1:/mnt/mfs", Proof: mac},
+		&SessionOpened{SessionID: 42, ReadOnly: true, Root: attr},
+		&SessionEnd{SessionID: 42},
+		&Ok{},
+		&Entry{Attr: attr},
+		&LookupName{ReqHeader: hdr, Parent: 1, Name: "file"},
+		&GetAttr{ReqHeader: hdr, Inode: 7},
+		&SetAttr{ReqHeader: hdr, Inode: 7, Mask: 0xff, Mode: 0o640, NewUID: 5, NewGID: 6, Atime: 100, Mtime: 200, Size: 1 << 40},
+		&Create{ReqHeader: hdr, Parent: 1, Name: "new", NodeType: 6, Mode: 0o600, Rdev: 0x0801, Open: true},
+		&Symlink{ReqHeader: hdr, Parent: 1, Name: "ln", Target: "../target"},
+		&Link{ReqHeader: hdr, Inode: 7, Parent: 3, Name: "hard"},
+		&Unlink{ReqHeader: hdr, Parent: 3, Name: "gone"},
+		&Rmdir{ReqHeader: hdr, Parent: 3, Name: "dir"},
+		&Rename{ReqHeader: hdr, SrcParent: 3, SrcName: "a", DstParent: 4, DstName: "b"},
+		&ReadLink{ReqHeader: hdr, Inode: 9},
+		&LinkTarget{Target: "../target"},
+		&ReadDir{ReqHeader: hdr, Inode: 1, After: "m", Max: 500},
+		&DirPage{Entries: []DirEntry{{Name: "a", Attr: attr}, {Name: "b", Attr: attr}}, More: true},
+		&GetXattr{ReqHeader: hdr, Inode: 7, Name: "user.x"},
+		&XattrValue{Value: []byte("v\x00\xff")},
+		&ListXattr{ReqHeader: hdr, Inode: 7},
+		&XattrNames{Names: []string{"user.a", "user.b"}},
+		&SetXattr{ReqHeader: hdr, Inode: 7, Name: "user.x", Value: []byte("v"), Flags: 2},
+		&RemoveXattr{ReqHeader: hdr, Inode: 7, Name: "user.x"},
+		&StatFS{ReqHeader: hdr},
+		&FSStats{TotalSpace: 1 << 50, AvailSpace: 1 << 49, Files: 1000, Dirs: 10},
+		&Open{ReqHeader: hdr, Inode: 7, Flags: 0o1002},
+		&Release{ReqHeader: hdr, Inode: 7},
+		&SetGoal{ReqHeader: hdr, Inode: 7, Goal: 3},
+		&GetGoal{ReqHeader: hdr, Inode: 7},
 	}
 }
 

@@ -4,7 +4,7 @@ BIN     ?= bin
 GOFLAGS ?=
 
 # installed name : source directory
-CMDS := mfsmetarestore:metarestore
+CMDS := mfsmaster:mfsmaster mfsmetarestore:metarestore
 
 .PHONY: build test check fuzz bench-meta clean
 

@@ -1,0 +1,201 @@
+// Package master is mfsmaster: it loads (or recovers, or formats) the
+// metadata in DATA_PATH and serves mounts on the client port until it is
+// told to stop, when it writes metadata.mfs.
+//
+// Recovery after a crash is automatic: the newest dump plus every
+// changelog in DATA_PATH are replayed at start-up, so the MooseFS step
+// `mfsmaster -a` is never needed (the flag is accepted and ignored).
+package master
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/coreos/go-systemd/v22/daemon"
+	"github.com/urfave/cli/v2"
+
+	"github.com/carpfs/carpfs/internal/config"
+	"github.com/carpfs/carpfs/internal/exports"
+	"github.com/carpfs/carpfs/internal/master"
+	"github.com/carpfs/carpfs/internal/metastore"
+)
+
+// Config is mfsmaster.cfg. Keys follow MooseFS where MooseFS has one.
+type Config struct {
+	DataPath        string        `cfg:"DATA_PATH"`
+	ExportsFile     string        `cfg:"EXPORTS_FILENAME"`
+	ClientHost      string        `cfg:"MATOCL_LISTEN_HOST"`
+	ClientPort      uint16        `cfg:"MATOCL_LISTEN_PORT"`
+	AuthCode        string        `cfg:"AUTH_CODE"`
+	CommitMode      string        `cfg:"COMMIT_MODE"`
+	SessionSustain  time.Duration `cfg:"SESSION_SUSTAIN_TIME"`
+	ChangelogMax    int64         `cfg:"CHANGELOG_MAX_SIZE"`
+	AuthClientsFlag bool          `cfg:"AUTH_CLIENTS"`
+}
+
+// Defaults are what a master runs with when no file says otherwise.
+func Defaults() Config {
+	return Config{
+		DataPath:       "/var/lib/mfs",
+		ExportsFile:    "/etc/mfs/mfsexports.cfg",
+		ClientHost:     "*",
+		ClientPort:     9421,
+		CommitMode:     "sync",
+		SessionSustain: master.DefaultSessionGrace,
+		ChangelogMax:   1 << 30,
+	}
+}
+
+// Validate reports settings that cannot work.
+func (c *Config) Validate() error {
+	switch {
+	case c.DataPath == "":
+		return errors.New("DATA_PATH is empty")
+	case c.CommitMode != "sync" && c.CommitMode != "async":
+		return fmt.Errorf("COMMIT_MODE %q: want sync or async", c.CommitMode)
+	case c.AuthClientsFlag && c.AuthCode == "":
+		return errors.New("AUTH_CLIENTS needs an AUTH_CODE")
+	case c.ChangelogMax < 1<<20:
+		return fmt.Errorf("CHANGELOG_MAX_SIZE %d is below 1 MiB", c.ChangelogMax)
+	}
+	return nil
+}
+
+func (c *Config) listenAddr() string {
+	host := c.ClientHost
+	if host == "*" {
+		host = ""
+	}
+	return net.JoinHostPort(host, strconv.Itoa(int(c.ClientPort)))
+}
+
+// Main runs mfsmaster with args (args[0] is the program name) until ctx
+// ends, and returns the exit code.
+func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	code := 0
+	app := &cli.App{
+		Name:            "mfsmaster",
+		Usage:           "carpfs metadata master",
+		UsageText:       "mfsmaster [-c CFGFILE] [-d DATA_PATH] [--listen HOST:PORT]",
+		Writer:          stdout,
+		ErrWriter:       stderr,
+		HideHelpCommand: true,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "c", Usage: "configuration file (a missing file means defaults)", Value: "/etc/mfs/mfsmaster.cfg"},
+			&cli.StringFlag{Name: "d", Usage: "data directory (overrides DATA_PATH)"},
+			&cli.StringFlag{Name: "exports", Usage: "exports file (overrides EXPORTS_FILENAME)"},
+			&cli.StringFlag{Name: "listen", Usage: "client address HOST:PORT (overrides MATOCL_LISTEN_HOST/PORT)"},
+			&cli.BoolFlag{Name: "a", Usage: "accepted for MooseFS compatibility: recovery is always automatic"},
+		},
+		ExitErrHandler: func(*cli.Context, error) {},
+		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return err },
+		Action: func(c *cli.Context) error {
+			code = run(ctx, c, stderr)
+			return nil
+		},
+	}
+	if err := app.RunContext(ctx, args); err != nil {
+		fmt.Fprintf(stderr, "mfsmaster: %v\n", err)
+		return 1
+	}
+	return code
+}
+
+func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	cfg, err := loadConfig(c)
+	if err != nil {
+		log.Error("configuration refused", "err", err)
+		return 1
+	}
+	ex, err := exports.Load(cfg.ExportsFile)
+	if err != nil {
+		log.Error("exports refused", "err", err)
+		return 1
+	}
+	store, err := metastore.Open(ctx, metastore.Options{
+		Dir: cfg.DataPath, Logger: log, Async: cfg.CommitMode == "async", ChangelogMaxSize: cfg.ChangelogMax,
+	})
+	if err != nil {
+		log.Error("metadata could not be loaded", "err", err)
+		return 1
+	}
+	srv, err := master.New(master.Config{
+		Store: store, Exports: ex, Name: hostname(), AuthCode: []byte(cfg.AuthCode),
+		AuthClients: cfg.AuthClientsFlag, SessionGrace: cfg.SessionSustain, Logger: log,
+	})
+	if err == nil {
+		err = serve(ctx, srv, cfg.listenAddr(), log)
+	}
+	if cerr := store.Close(); cerr != nil {
+		log.Error("metadata not saved on stop; the next start recovers from the changelog", "err", cerr)
+		return 1
+	}
+	if err != nil {
+		log.Error("master stopped", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve listens, tells systemd it is ready, and serves until ctx ends.
+func serve(ctx context.Context, srv *master.Server, addr string, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen for clients: %w", err)
+	}
+	log.Info("serving clients", "addr", ln.Addr().String())
+	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
+		log.Warn("could not tell systemd we are ready", "err", err)
+	}
+	err = srv.Serve(ctx, ln)
+	daemon.SdNotify(false, daemon.SdNotifyStopping)
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+func loadConfig(c *cli.Context) (Config, error) {
+	cfg := Defaults()
+	f, err := config.LoadOptional(c.String("c"))
+	if err != nil {
+		return cfg, err
+	}
+	if err := config.Bind(f, &cfg); err != nil {
+		return cfg, err
+	}
+	if d := c.String("d"); d != "" {
+		cfg.DataPath = d
+	}
+	if e := c.String("exports"); e != "" {
+		cfg.ExportsFile = e
+	}
+	if l := c.String("listen"); l != "" {
+		host, port, err := net.SplitHostPort(l)
+		if err != nil {
+			return cfg, fmt.Errorf("--listen %q: %w", l, err)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			return cfg, fmt.Errorf("--listen %q: bad port", l)
+		}
+		cfg.ClientHost, cfg.ClientPort = host, uint16(p)
+	}
+	return cfg, cfg.Validate()
+}
+
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return "mfsmaster"
+	}
+	return h
+}

@@ -4,7 +4,7 @@ BIN     ?= bin
 GOFLAGS ?=
 
 # installed name : source directory
-CMDS := mfsmaster:mfsmaster mfsmetarestore:metarestore
+CMDS := mfsmaster:mfsmaster mfsmetarestore:metarestore mfschunkserver:chunkserver
 
 .PHONY: build test check fuzz bench-meta clean
 
@@ -37,6 +37,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzParseHDDConfig$$' -fuzztime $(FUZZTIME) ./internal/chunkstore
 	$(GO) test -run '^$$' -fuzz '^FuzzChunkHeader$$' -fuzztime $(FUZZTIME) ./internal/chunkstore
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/config
+	$(GO) test -run '^$$' -fuzz '^FuzzParseGoal$$' -fuzztime $(FUZZTIME) ./internal/replication
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) ./internal/exports
 
 # Metadata core speed and memory, side by side with MooseFS (see bench/README.md).

@@ -64,6 +64,19 @@ const (
 	TypeRelease          Type = 129
 	TypeSetGoal          Type = 130
 	TypeGetGoal          Type = 131
+
+	// Chunkserver and master (200-299): registration, reports and the
+	// master's commands, see msg_chunk.go.
+	TypeCSRegister       Type = 200
+	TypeCSRegisterChunks Type = 201
+	TypeCSRegisterDone   Type = 202
+	TypeCSHeartbeat      Type = 203
+	TypeCSChunkDamaged   Type = 204
+	TypeCSChunkLost      Type = 205
+	TypeCSCreate         Type = 210
+	TypeCSDelete         Type = 211
+	TypeCSSetVersion     Type = 212
+	TypeCSTruncate       Type = 213
 )
 
 // Message is a frame payload as a Go value. Each message type is a struct
@@ -160,6 +173,7 @@ type MessageInfo struct {
 const (
 	clients          = RoleSet(1 << RoleClient)
 	masters          = RoleSet(1 << RoleMaster)
+	chunkservers     = RoleSet(1 << RoleChunkserver)
 	handshakeSenders = AllRoles &^ RoleSet(1<<RoleMaster)
 	handshakeServers = RoleSet(1<<RoleMaster | 1<<RoleChunkserver | 1<<RoleMetalogger)
 )
@@ -180,14 +194,15 @@ var messages = []MessageInfo{
 	{TypePing, "Ping", AllRoles, AllRoles, 1, false, func() Message { return new(Ping) }},
 	{TypePong, "Pong", AllRoles, AllRoles, 1, false, func() Message { return new(Pong) }},
 	{TypeError, "Error", AllRoles, AllRoles, 1, false, func() Message { return new(Error) }},
-	// Client and master. Ok, Entry and the other replies go only from the
-	// master to clients; requests only the other way.
+	// Client and master. Entry and the other replies go only from the
+	// master to clients; requests only the other way. Ok also answers
+	// requests between chunkservers and the master, either way.
 	{TypeSessionChallenge, "SessionChallenge", clients, masters, 1, false, func() Message { return new(SessionChallenge) }},
 	{TypeSessionNonce, "SessionNonce", masters, clients, 1, false, func() Message { return new(SessionNonce) }},
 	{TypeSessionOpen, "SessionOpen", clients, masters, 1, false, func() Message { return new(SessionOpen) }},
 	{TypeSessionOpened, "SessionOpened", masters, clients, 1, false, func() Message { return new(SessionOpened) }},
 	{TypeSessionEnd, "SessionEnd", clients, masters, 1, false, func() Message { return new(SessionEnd) }},
-	{TypeOk, "Ok", masters, clients, 1, false, func() Message { return new(Ok) }},
+	{TypeOk, "Ok", masters | chunkservers, clients | chunkservers | masters, 1, false, func() Message { return new(Ok) }},
 	{TypeEntry, "Entry", masters, clients, 1, false, func() Message { return new(Entry) }},
 	{TypeLookupName, "LookupName", clients, masters, 1, false, func() Message { return new(LookupName) }},
 	{TypeGetAttr, "GetAttr", clients, masters, 1, false, func() Message { return new(GetAttr) }},
@@ -214,6 +229,17 @@ var messages = []MessageInfo{
 	{TypeRelease, "Release", clients, masters, 1, false, func() Message { return new(Release) }},
 	{TypeSetGoal, "SetGoal", clients, masters, 1, false, func() Message { return new(SetGoal) }},
 	{TypeGetGoal, "GetGoal", clients, masters, 1, false, func() Message { return new(GetGoal) }},
+	// Chunkserver and master: reports up, commands down.
+	{TypeCSRegister, "CSRegister", chunkservers, masters, 1, false, func() Message { return new(CSRegister) }},
+	{TypeCSRegisterChunks, "CSRegisterChunks", chunkservers, masters, 1, false, func() Message { return new(CSRegisterChunks) }},
+	{TypeCSRegisterDone, "CSRegisterDone", chunkservers, masters, 1, false, func() Message { return new(CSRegisterDone) }},
+	{TypeCSHeartbeat, "CSHeartbeat", chunkservers, masters, 1, false, func() Message { return new(CSHeartbeat) }},
+	{TypeCSChunkDamaged, "CSChunkDamaged", chunkservers, masters, 1, false, func() Message { return new(CSChunkDamaged) }},
+	{TypeCSChunkLost, "CSChunkLost", chunkservers, masters, 1, false, func() Message { return new(CSChunkLost) }},
+	{TypeCSCreate, "CSCreate", masters, chunkservers, 1, false, func() Message { return new(CSCreate) }},
+	{TypeCSDelete, "CSDelete", masters, chunkservers, 1, false, func() Message { return new(CSDelete) }},
+	{TypeCSSetVersion, "CSSetVersion", masters, chunkservers, 1, false, func() Message { return new(CSSetVersion) }},
+	{TypeCSTruncate, "CSTruncate", masters, chunkservers, 1, false, func() Message { return new(CSTruncate) }},
 }
 
 // byType indexes messages. It is built once from the table above and

@@ -56,6 +56,16 @@ func samples() []Message {
 		&Release{ReqHeader: hdr, Inode: 7},
 		&SetGoal{ReqHeader: hdr, Inode: 7, Goal: 3},
 		&GetGoal{ReqHeader: hdr, Inode: 7},
+		&CSRegister{Addr: "10.0.0.5:9422", DataCenter: "dc1", Rack: "r7", Total: 1 << 42, Used: 1 << 40, Free: 3 << 40, ChunkCount: 1 << 20},
+		&CSRegisterChunks{Chunks: []CSChunk{{ID: 1, Version: 2, Length: 65536, Damaged: true}, {ID: 1 << 40, Version: 9, Length: 1 << 26}}},
+		&CSRegisterDone{},
+		&CSHeartbeat{Total: 1 << 42, Used: 1 << 40, Free: 3 << 40, Chunks: 123456, Damaged: 3},
+		&CSChunkDamaged{ID: 1 << 40, Version: 7},
+		&CSChunkLost{ID: 1 << 41, Version: 8},
+		&CSCreate{ID: 77, Version: 1},
+		&CSDelete{ID: 78, Version: 3},
+		&CSSetVersion{ID: 79, Old: 4, New: 5},
+		&CSTruncate{ID: 80, Version: 6, Length: 1 << 20},
 	}
 }
 

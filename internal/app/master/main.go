@@ -1,6 +1,7 @@
 // Package master is mfsmaster: it loads (or recovers, or formats) the
-// metadata in DATA_PATH and serves mounts on the client port until it is
-// told to stop, when it writes metadata.mfs.
+// metadata in DATA_PATH and serves mounts on the client port, and
+// chunkservers on theirs (a registry of servers and chunk copies), until
+// it is told to stop, when it writes metadata.mfs.
 //
 // Recovery after a crash is automatic: the newest dump plus every
 // changelog in DATA_PATH are replayed at start-up, so the MooseFS step
@@ -24,6 +25,7 @@ import (
 	"github.com/carpfs/carpfs/internal/config"
 	"github.com/carpfs/carpfs/internal/exports"
 	"github.com/carpfs/carpfs/internal/master"
+	"github.com/carpfs/carpfs/internal/meta"
 	"github.com/carpfs/carpfs/internal/metastore"
 )
 
@@ -33,6 +35,8 @@ type Config struct {
 	ExportsFile     string        `cfg:"EXPORTS_FILENAME"`
 	ClientHost      string        `cfg:"MATOCL_LISTEN_HOST"`
 	ClientPort      uint16        `cfg:"MATOCL_LISTEN_PORT"`
+	CSHost          string        `cfg:"MATOCS_LISTEN_HOST"`
+	CSPort          uint16        `cfg:"MATOCS_LISTEN_PORT"`
 	AuthCode        string        `cfg:"AUTH_CODE"`
 	CommitMode      string        `cfg:"COMMIT_MODE"`
 	SessionSustain  time.Duration `cfg:"SESSION_SUSTAIN_TIME"`
@@ -47,6 +51,8 @@ func Defaults() Config {
 		ExportsFile:    "/etc/mfs/mfsexports.cfg",
 		ClientHost:     "*",
 		ClientPort:     9421,
+		CSHost:         "*",
+		CSPort:         9420,
 		CommitMode:     "sync",
 		SessionSustain: master.DefaultSessionGrace,
 		ChangelogMax:   1 << 30,
@@ -68,12 +74,15 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-func (c *Config) listenAddr() string {
-	host := c.ClientHost
+func (c *Config) listenAddr() string { return joinListen(c.ClientHost, c.ClientPort) }
+
+func (c *Config) csListenAddr() string { return joinListen(c.CSHost, c.CSPort) }
+
+func joinListen(host string, port uint16) string {
 	if host == "*" {
 		host = ""
 	}
-	return net.JoinHostPort(host, strconv.Itoa(int(c.ClientPort)))
+	return net.JoinHostPort(host, strconv.Itoa(int(port)))
 }
 
 // Main runs mfsmaster with args (args[0] is the program name) until ctx
@@ -83,7 +92,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	app := &cli.App{
 		Name:            "mfsmaster",
 		Usage:           "carpfs metadata master",
-		UsageText:       "mfsmaster [-c CFGFILE] [-d DATA_PATH] [--listen HOST:PORT]",
+		UsageText:       "mfsmaster [-c CFGFILE] [-d DATA_PATH] [--listen HOST:PORT] [--cs-listen HOST:PORT]",
 		Writer:          stdout,
 		ErrWriter:       stderr,
 		HideHelpCommand: true,
@@ -92,6 +101,7 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "d", Usage: "data directory (overrides DATA_PATH)"},
 			&cli.StringFlag{Name: "exports", Usage: "exports file (overrides EXPORTS_FILENAME)"},
 			&cli.StringFlag{Name: "listen", Usage: "client address HOST:PORT (overrides MATOCL_LISTEN_HOST/PORT)"},
+			&cli.StringFlag{Name: "cs-listen", Usage: "chunkserver address HOST:PORT (overrides MATOCS_LISTEN_HOST/PORT)"},
 			&cli.BoolFlag{Name: "a", Usage: "accepted for MooseFS compatibility: recovery is always automatic"},
 		},
 		ExitErrHandler: func(*cli.Context, error) {},
@@ -127,12 +137,27 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 		log.Error("metadata could not be loaded", "err", err)
 		return 1
 	}
+	term := func() uint64 {
+		var t uint64
+		store.Read(func(s *meta.State) { t = s.Term() })
+		return max(t, 1)
+	}
 	srv, err := master.New(master.Config{
 		Store: store, Exports: ex, Name: hostname(), AuthCode: []byte(cfg.AuthCode),
-		AuthClients: cfg.AuthClientsFlag, SessionGrace: cfg.SessionSustain, Logger: log,
+		AuthClients: cfg.AuthClientsFlag, SessionGrace: cfg.SessionSustain, Term: term, Logger: log,
 	})
+	var reg *master.Registry
 	if err == nil {
-		err = serve(ctx, srv, cfg.listenAddr(), log)
+		reg, err = master.NewRegistry(master.RegistryConfig{
+			Name: hostname(), MetaID: store.MetaID(), AuthCode: []byte(cfg.AuthCode), Term: term, Logger: log,
+			Versions: func() (v map[uint64]uint32, err error) {
+				store.Read(func(s *meta.State) { v, err = master.ChunkVersions(s) })
+				return v, err
+			},
+		})
+	}
+	if err == nil {
+		err = serve(ctx, srv, reg, cfg, log)
 	}
 	if cerr := store.Close(); cerr != nil {
 		log.Error("metadata not saved on stop; the next start recovers from the changelog", "err", cerr)
@@ -145,21 +170,37 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 	return 0
 }
 
-// serve listens, tells systemd it is ready, and serves until ctx ends.
-func serve(ctx context.Context, srv *master.Server, addr string, log *slog.Logger) error {
-	ln, err := net.Listen("tcp", addr)
+// serve listens for clients and chunkservers, tells systemd it is ready,
+// and serves until ctx ends or either listener fails.
+func serve(ctx context.Context, srv *master.Server, reg *master.Registry, cfg Config, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.listenAddr())
 	if err != nil {
 		return fmt.Errorf("listen for clients: %w", err)
 	}
+	csln, err := net.Listen("tcp", cfg.csListenAddr())
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("listen for chunkservers: %w", err)
+	}
 	log.Info("serving clients", "addr", ln.Addr().String())
+	log.Info("serving chunkservers", "addr", csln.Addr().String())
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("could not tell systemd we are ready", "err", err)
 	}
+	// Either listener failing stops both: a master that cannot reach its
+	// chunkservers must not go on acknowledging clients as if it could.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	csDone := make(chan error, 1)
+	go func() {
+		err := reg.Serve(ctx, csln)
+		cancel()
+		csDone <- err
+	}()
 	err = srv.Serve(ctx, ln)
+	cancel()
+	err = errors.Join(err, <-csDone)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
-	if ctx.Err() != nil {
-		return nil
-	}
 	return err
 }
 
@@ -188,6 +229,17 @@ func loadConfig(c *cli.Context) (Config, error) {
 			return cfg, fmt.Errorf("--listen %q: bad port", l)
 		}
 		cfg.ClientHost, cfg.ClientPort = host, uint16(p)
+	}
+	if l := c.String("cs-listen"); l != "" {
+		host, port, err := net.SplitHostPort(l)
+		if err != nil {
+			return cfg, fmt.Errorf("--cs-listen %q: %w", l, err)
+		}
+		p, err := strconv.ParseUint(port, 10, 16)
+		if err != nil {
+			return cfg, fmt.Errorf("--cs-listen %q: bad port", l)
+		}
+		cfg.CSHost, cfg.CSPort = host, uint16(p)
 	}
 	return cfg, cfg.Validate()
 }

@@ -45,7 +45,7 @@ func start(t *testing.T, bin, dir string) *proc {
 	t.Helper()
 	addr := freePort(t)
 	cmd := exec.Command(bin, "-c", filepath.Join(dir, "none.cfg"), "--exports", filepath.Join(dir, "none-exports.cfg"),
-		"-d", filepath.Join(dir, "data"), "--listen", addr)
+		"-d", filepath.Join(dir, "data"), "--listen", addr, "--cs-listen", "127.0.0.1:0")
 	cmd.Stderr = os.Stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -154,7 +154,7 @@ func TestPackagedSamples(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel() // load everything, then stop at once
 	code := Main(ctx, []string{"mfsmaster", "-c", "../../../packaging/etc/mfsmaster.cfg",
-		"--exports", "../../../packaging/etc/mfsexports.cfg", "-d", dir, "--listen", "127.0.0.1:0"}, &out, &errb)
+		"--exports", "../../../packaging/etc/mfsexports.cfg", "-d", dir, "--listen", "127.0.0.1:0", "--cs-listen", "127.0.0.1:0"}, &out, &errb)
 	if code != 0 {
 		t.Fatalf("the sample configuration does not start a master: exit %d\n%s", code, errb)
 	}

@@ -2,8 +2,6 @@ package master
 
 import (
 	"cmp"
-	"encoding/binary"
-	"errors"
 	"fmt"
 	"slices"
 
@@ -14,48 +12,12 @@ import (
 // says, for the replication planner: MooseFS's "stale copies are
 // detected at registration and replaced" (DESIGN.md section 6).
 
-// ChunkVersions returns the version of every chunk the metadata knows,
-// files held open after their last unlink included. meta offers no
-// lookup by chunk id, so this decodes the snapshot's file records
-// (meta.RecFile: inode, count, then count times id, version, locked);
-// it walks the whole namespace and must run under the store's read lock
-// (Store.Read), which stalls mutations meanwhile: call it rarely.
+// ChunkVersions maps every chunk of the metadata to its version, open
+// files' chunks included. It must run under the store's read lock
+// (Store.Read); it walks only the chunk table, not the namespace.
 func ChunkVersions(st *meta.State) (map[uint64]uint32, error) {
-	out := map[uint64]uint32{}
-	err := st.Records(func(kind meta.RecordKind, rec []byte) error {
-		if kind != meta.RecFile {
-			return nil
-		}
-		bad := false
-		uv := func() uint64 {
-			v, n := binary.Uvarint(rec)
-			if n <= 0 {
-				bad = true
-				return 0
-			}
-			rec = rec[n:]
-			return v
-		}
-		uv() // inode
-		for count := uv(); count > 0 && !bad; count-- {
-			id, version := uv(), uv()
-			if bad || len(rec) < 1 {
-				bad = true
-				break
-			}
-			rec = rec[1:] // locked
-			if id != 0 {
-				out[id] = uint32(version)
-			}
-		}
-		if bad {
-			return errors.New("short file record")
-		}
-		return nil
-	})
-	if err != nil {
-		return nil, fmt.Errorf("master: chunk versions: %w", err)
-	}
+	out := make(map[uint64]uint32, st.Stats().Chunks)
+	st.EachChunk(func(id uint64, version uint32, _ bool) { out[id] = version })
 	return out, nil
 }
 

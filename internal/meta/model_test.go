@@ -780,6 +780,9 @@ func compare(t testing.TB, where string, s *State, g *gen) {
 				if c != nil {
 					w = ChunkRef{ID: c.id, Version: c.version, Locked: c.locked}
 					chunks++
+					if v, ok := s.ChunkVersion(c.id); !ok || v != c.version {
+						t.Fatalf("%s: ChunkVersion(%d) = %d %v, model %d", where, c.id, v, ok, c.version)
+					}
 				}
 				if cs[i] != w {
 					t.Fatalf("%s: file %d chunk %d is %+v, model %+v", where, ino, i, cs[i], w)

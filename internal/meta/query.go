@@ -171,3 +171,17 @@ func (s *State) Stats() Stats {
 	}
 	return st
 }
+
+// ChunkVersion returns a chunk's version, or ok false for a chunk id the
+// file system does not hold.
+func (s *State) ChunkVersion(id uint64) (version uint32, ok bool) {
+	c, ok := s.chunks[id]
+	return c.version, ok
+}
+
+// EachChunk calls f for every chunk, in no particular order.
+func (s *State) EachChunk(f func(id uint64, version uint32, locked bool)) {
+	for id, c := range s.chunks {
+		f(id, c.version, c.locked)
+	}
+}

@@ -30,6 +30,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
+	"github.com/carpfs/carpfs/internal/app/cliutil"
 	"github.com/carpfs/carpfs/internal/chunkstore"
 	"github.com/carpfs/carpfs/internal/config"
 )
@@ -128,14 +129,10 @@ func (c *Config) dataAddr() string {
 // Main runs mfschunkserver with args (args[0] is the program name) until
 // ctx ends, and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	code := 0
 	app := &cli.App{
-		Name:            "mfschunkserver",
-		Usage:           "carpfs chunk server",
-		UsageText:       "mfschunkserver [-c CFGFILE] [--hdd DIR,DIR] [--master HOST:PORT] [--data-port HOST:PORT] [-d DATA_PATH]",
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
+		Name:      "mfschunkserver",
+		Usage:     "carpfs chunk server",
+		UsageText: "mfschunkserver [-c CFGFILE] [--hdd DIR,DIR] [--master HOST:PORT] [--data-port HOST:PORT] [-d DATA_PATH]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "c", Usage: "configuration file (a missing file means defaults)", Value: "/etc/mfs/mfschunkserver.cfg"},
 			&cli.StringFlag{Name: "d", Usage: "state directory (overrides DATA_PATH)"},
@@ -143,18 +140,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "master", Usage: "master HOST:PORT (overrides MASTER_HOST/PORT)"},
 			&cli.StringFlag{Name: "data-port", Usage: "data address HOST:PORT (overrides CSSERV_LISTEN_HOST/PORT)"},
 		},
-		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return err },
-		Action: func(c *cli.Context) error {
-			code = run(ctx, c, stderr)
-			return nil
-		},
 	}
-	if err := app.RunContext(ctx, args); err != nil {
-		fmt.Fprintf(stderr, "mfschunkserver: %v\n", err)
-		return 1
-	}
-	return code
+	return cliutil.Run(ctx, app, args, stdout, stderr, func(c *cli.Context) int { return run(ctx, c, stderr) })
 }
 
 func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
@@ -277,28 +264,16 @@ func loadConfig(c *cli.Context) (Config, error) {
 		}
 	}
 	if m := c.String("master"); m != "" {
-		if cfg.MasterHost, cfg.MasterPort, err = splitHostPort("--master", m); err != nil {
+		if cfg.MasterHost, cfg.MasterPort, err = cliutil.HostPort("--master", m); err != nil {
 			return cfg, err
 		}
 	}
 	if d := c.String("data-port"); d != "" {
-		if cfg.DataHost, cfg.DataPort, err = splitHostPort("--data-port", d); err != nil {
+		if cfg.DataHost, cfg.DataPort, err = cliutil.HostPort("--data-port", d); err != nil {
 			return cfg, err
 		}
 	}
 	return cfg, cfg.Validate()
-}
-
-func splitHostPort(flag, s string) (string, uint16, error) {
-	host, port, err := net.SplitHostPort(s)
-	if err != nil {
-		return "", 0, fmt.Errorf("%s %q: %w", flag, s, err)
-	}
-	p, err := strconv.ParseUint(port, 10, 16)
-	if err != nil {
-		return "", 0, fmt.Errorf("%s %q: bad port", flag, s)
-	}
-	return host, uint16(p), nil
 }
 
 func hostname() string {

@@ -22,6 +22,7 @@ import (
 	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/urfave/cli/v2"
 
+	"github.com/carpfs/carpfs/internal/app/cliutil"
 	"github.com/carpfs/carpfs/internal/config"
 	"github.com/carpfs/carpfs/internal/exports"
 	"github.com/carpfs/carpfs/internal/master"
@@ -88,14 +89,10 @@ func joinListen(host string, port uint16) string {
 // Main runs mfsmaster with args (args[0] is the program name) until ctx
 // ends, and returns the exit code.
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	code := 0
 	app := &cli.App{
-		Name:            "mfsmaster",
-		Usage:           "carpfs metadata master",
-		UsageText:       "mfsmaster [-c CFGFILE] [-d DATA_PATH] [--listen HOST:PORT] [--cs-listen HOST:PORT]",
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
+		Name:      "mfsmaster",
+		Usage:     "carpfs metadata master",
+		UsageText: "mfsmaster [-c CFGFILE] [-d DATA_PATH] [--listen HOST:PORT] [--cs-listen HOST:PORT]",
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "c", Usage: "configuration file (a missing file means defaults)", Value: "/etc/mfs/mfsmaster.cfg"},
 			&cli.StringFlag{Name: "d", Usage: "data directory (overrides DATA_PATH)"},
@@ -104,18 +101,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "cs-listen", Usage: "chunkserver address HOST:PORT (overrides MATOCS_LISTEN_HOST/PORT)"},
 			&cli.BoolFlag{Name: "a", Usage: "accepted for MooseFS compatibility: recovery is always automatic"},
 		},
-		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError:   func(_ *cli.Context, err error, _ bool) error { return err },
-		Action: func(c *cli.Context) error {
-			code = run(ctx, c, stderr)
-			return nil
-		},
 	}
-	if err := app.RunContext(ctx, args); err != nil {
-		fmt.Fprintf(stderr, "mfsmaster: %v\n", err)
-		return 1
-	}
-	return code
+	return cliutil.Run(ctx, app, args, stdout, stderr, func(c *cli.Context) int { return run(ctx, c, stderr) })
 }
 
 func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
@@ -220,26 +207,16 @@ func loadConfig(c *cli.Context) (Config, error) {
 		cfg.ExportsFile = e
 	}
 	if l := c.String("listen"); l != "" {
-		host, port, err := net.SplitHostPort(l)
-		if err != nil {
-			return cfg, fmt.Errorf("--listen %q: %w", l, err)
+		var err error
+		if cfg.ClientHost, cfg.ClientPort, err = cliutil.HostPort("--listen", l); err != nil {
+			return cfg, err
 		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			return cfg, fmt.Errorf("--listen %q: bad port", l)
-		}
-		cfg.ClientHost, cfg.ClientPort = host, uint16(p)
 	}
 	if l := c.String("cs-listen"); l != "" {
-		host, port, err := net.SplitHostPort(l)
-		if err != nil {
-			return cfg, fmt.Errorf("--cs-listen %q: %w", l, err)
+		var err error
+		if cfg.CSHost, cfg.CSPort, err = cliutil.HostPort("--cs-listen", l); err != nil {
+			return cfg, err
 		}
-		p, err := strconv.ParseUint(port, 10, 16)
-		if err != nil {
-			return cfg, fmt.Errorf("--cs-listen %q: bad port", l)
-		}
-		cfg.CSHost, cfg.CSPort = host, uint16(p)
 	}
 	return cfg, cfg.Validate()
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/carpfs/carpfs/internal/app/cliutil"
 	"github.com/carpfs/carpfs/internal/changelog"
 	"github.com/carpfs/carpfs/internal/metadump"
 	"github.com/carpfs/carpfs/internal/restore"
@@ -56,15 +57,11 @@ EXIT CODES:
 
 // Main runs mfsmetarestore with args (args[0] is the program name).
 func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	code := ExitOK
 	app := &cli.App{
-		Name:            "mfsmetarestore",
-		Usage:           "rebuild carpfs metadata from a dump and changelogs",
-		UsageText:       "mfsmetarestore -m DUMP -o OUT CHANGELOG...\nmfsmetarestore -a [-d DATADIR] [-o OUT] [--dry-run]",
-		Description:     description,
-		Writer:          stdout,
-		ErrWriter:       stderr,
-		HideHelpCommand: true,
+		Name:        "mfsmetarestore",
+		Usage:       "rebuild carpfs metadata from a dump and changelogs",
+		UsageText:   "mfsmetarestore -m DUMP -o OUT CHANGELOG...\nmfsmetarestore -a [-d DATADIR] [-o OUT] [--dry-run]",
+		Description: description,
 		Flags: []cli.Flag{
 			&cli.StringFlag{Name: "m", Usage: "dump to start from", TakesFile: true},
 			&cli.StringFlag{Name: "o", Usage: "metadata file to write", TakesFile: true},
@@ -73,20 +70,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			&cli.BoolFlag{Name: "dry-run", Aliases: []string{"n"}, Usage: "print the version and term the restore reaches; write nothing"},
 			&cli.BoolFlag{Name: "q", Usage: "no progress output"},
 		},
-		ExitErrHandler: func(*cli.Context, error) {},
-		OnUsageError: func(_ *cli.Context, err error, _ bool) error {
-			return err
-		},
-		Action: func(c *cli.Context) error {
-			code = run(ctx, c, stdout, stderr)
-			return nil
-		},
 	}
-	if err := app.RunContext(ctx, args); err != nil {
-		fmt.Fprintf(stderr, "mfsmetarestore: %v\n", err)
-		return ExitUsage
-	}
-	return code
+	return cliutil.Run(ctx, app, args, stdout, stderr, func(c *cli.Context) int { return run(ctx, c, stdout, stderr) })
 }
 
 func run(ctx context.Context, c *cli.Context, stdout, stderr io.Writer) int {

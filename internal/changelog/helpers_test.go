@@ -1,6 +1,7 @@
 package changelog
 
 import (
+	"io"
 	"bytes"
 	"fmt"
 	"hash/crc32"
@@ -166,4 +167,21 @@ func lineStarts(b []byte) []int {
 		offs = append(offs, i)
 	}
 	return offs
+}
+
+// collect reads a stream of entries (a Reader, ParallelReader or Merger) to
+// its end, returning what it yielded and the error that ended it, nil
+// for a clean io.EOF.
+func collect(src interface{ Next() (meta.Entry, error) }) ([]meta.Entry, error) {
+	var es []meta.Entry
+	for {
+		e, err := src.Next()
+		if err == io.EOF {
+			return es, nil
+		}
+		if err != nil {
+			return es, err
+		}
+		es = append(es, e)
+	}
 }

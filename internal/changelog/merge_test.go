@@ -47,20 +47,6 @@ func (s *sliceSource) Next() (meta.Entry, error) {
 	return e, nil
 }
 
-// mergeAll drains m.
-func mergeAll(m *Merger) ([]meta.Entry, error) {
-	var es []meta.Entry
-	for {
-		e, err := m.Next()
-		if err == io.EOF {
-			return es, nil
-		}
-		if err != nil {
-			return es, err
-		}
-		es = append(es, e)
-	}
-}
 
 func checkLast(t *testing.T, m *Merger, want uint64) {
 	t.Helper()
@@ -85,7 +71,7 @@ func TestMergeOverlaps(t *testing.T) {
 			mk("master", span(h, 1, 50)),
 			mk("ml1", span(h, 30, 80)),
 			mk("ml2", span(h, 60, 100)))
-		got, err := mergeAll(m)
+		got, err := collect(m)
 		if err != nil || !reflect.DeepEqual(got, h) {
 			t.Fatalf("raw=%v: %d entries, %v", raw, len(got), err)
 		}
@@ -99,19 +85,19 @@ func TestMergeOverlaps(t *testing.T) {
 func TestMergeFrom(t *testing.T) {
 	h := history(t, 100)
 	m := NewMerger(MergeOptions{From: 41}, src(t, "a", span(h, 1, 50)), src(t, "b", span(h, 45, 100)))
-	got, err := mergeAll(m)
+	got, err := collect(m)
 	if err != nil || !reflect.DeepEqual(got, span(h, 41, 100)) {
 		t.Fatalf("%d entries, %v", len(got), err)
 	}
 	// From 0 starts wherever the sources start.
 	m = NewMerger(MergeOptions{}, src(t, "a", span(h, 17, 20)))
-	got, err = mergeAll(m)
+	got, err = collect(m)
 	if err != nil || !reflect.DeepEqual(got, span(h, 17, 20)) {
 		t.Fatalf("from 0: %d entries, %v", len(got), err)
 	}
 	// Nothing to do: no Last.
 	m = NewMerger(MergeOptions{From: 101}, src(t, "a", span(h, 1, 100)))
-	if got, err := mergeAll(m); err != nil || len(got) != 0 {
+	if got, err := collect(m); err != nil || len(got) != 0 {
 		t.Fatalf("past the end: %d entries, %v", len(got), err)
 	}
 	if _, _, ok := m.Last(); ok {
@@ -127,7 +113,7 @@ func TestMergeConflict(t *testing.T) {
 	m := NewMerger(MergeOptions{From: 1},
 		src(t, "master/changelog.0.mfs", span(h, 1, 80)),
 		src(t, "ml2/changelog_ml.0.mfs", other))
-	got, err := mergeAll(m)
+	got, err := collect(m)
 	var ce *ConflictError
 	if !errors.As(err, &ce) || !errors.Is(err, ErrConflict) {
 		t.Fatalf("want a ConflictError, got %v", err)
@@ -146,7 +132,7 @@ func TestMergeConflict(t *testing.T) {
 	checkLast(t, m, 69)
 	// The conflict is found without Raw too.
 	m = NewMerger(MergeOptions{From: 1}, &sliceSource{"a", span(h, 1, 80)}, &sliceSource{"b", other})
-	if _, err := mergeAll(m); !errors.Is(err, ErrConflict) {
+	if _, err := collect(m); !errors.Is(err, ErrConflict) {
 		t.Fatalf("without raw lines: %v", err)
 	}
 }
@@ -155,7 +141,7 @@ func TestMergeConflict(t *testing.T) {
 func TestMergeGap(t *testing.T) {
 	h := history(t, 100)
 	m := NewMerger(MergeOptions{From: 1}, src(t, "master", span(h, 1, 50)), src(t, "ml1", span(h, 60, 100)))
-	got, err := mergeAll(m)
+	got, err := collect(m)
 	var ge *GapError
 	if !errors.As(err, &ge) || ge.From != 51 || ge.To != 59 {
 		t.Fatalf("want GapError 51-59, got %v", err)
@@ -173,7 +159,7 @@ func TestMergeGap(t *testing.T) {
 	}
 	// Sources that all start after From leave a gap at the start.
 	m = NewMerger(MergeOptions{From: 10}, src(t, "ml1", span(h, 20, 30)))
-	if _, err := mergeAll(m); !errors.As(err, &ge) || ge.From != 10 || ge.To != 19 {
+	if _, err := collect(m); !errors.As(err, &ge) || ge.From != 10 || ge.To != 19 {
 		t.Fatalf("gap at start: %v", err)
 	}
 	if _, _, ok := m.Last(); ok {
@@ -185,12 +171,12 @@ func TestMergeGap(t *testing.T) {
 func TestMergeTo(t *testing.T) {
 	h := history(t, 100)
 	m := NewMerger(MergeOptions{From: 5, To: 20}, src(t, "a", span(h, 1, 100)))
-	if got, err := mergeAll(m); err != nil || !reflect.DeepEqual(got, span(h, 5, 20)) {
+	if got, err := collect(m); err != nil || !reflect.DeepEqual(got, span(h, 5, 20)) {
 		t.Fatalf("%d entries, %v", len(got), err)
 	}
 	m = NewMerger(MergeOptions{From: 5, To: 120}, src(t, "a", span(h, 1, 100)))
 	var ge *GapError
-	if got, err := mergeAll(m); len(got) != 96 || !errors.As(err, &ge) || ge.From != 101 || ge.To != 120 {
+	if got, err := collect(m); len(got) != 96 || !errors.As(err, &ge) || ge.From != 101 || ge.To != 120 {
 		t.Fatalf("%d entries, %v", len(got), err)
 	}
 }
@@ -210,7 +196,7 @@ func TestMergeDamagedSource(t *testing.T) {
 		NewReader(bytes.NewReader(master), "master"),
 		NewReader(bytes.NewReader(ml), "ml1"),
 		src(t, "ml2", span(h, 90, 100)))
-	got, err := mergeAll(m)
+	got, err := collect(m)
 	if err != nil || !reflect.DeepEqual(got, h) {
 		t.Fatalf("%d entries, %v", len(got), err)
 	}
@@ -229,7 +215,7 @@ func TestMergeDamagedSource(t *testing.T) {
 	m = NewMerger(MergeOptions{From: 1, To: 100},
 		NewReader(bytes.NewReader(master), "master"),
 		NewReader(bytes.NewReader(ml), "ml1"))
-	got, err = mergeAll(m)
+	got, err = collect(m)
 	var ge *GapError
 	if !errors.As(err, &ge) || ge.From != 100 || ge.To != 100 || len(got) != 99 {
 		t.Fatalf("%d entries, %v", len(got), err)
@@ -238,7 +224,7 @@ func TestMergeDamagedSource(t *testing.T) {
 
 	// And a corrupt line no other source covers is a gap, not applied.
 	m = NewMerger(MergeOptions{From: 1}, NewReader(bytes.NewReader(master), "master"), src(t, "ml1", span(h, 50, 60)))
-	if got, err := mergeAll(m); !errors.As(err, &ge) || ge.From != 45 || ge.To != 49 || len(got) != 44 {
+	if got, err := collect(m); !errors.As(err, &ge) || ge.From != 45 || ge.To != 49 || len(got) != 44 {
 		t.Fatalf("%d entries, %v", len(got), err)
 	}
 }
@@ -275,7 +261,7 @@ func TestMergeThreeSources(t *testing.T) {
 			}
 		}()
 		m := NewMerger(MergeOptions{From: from}, srcs...)
-		es, err := mergeAll(m)
+		es, err := collect(m)
 		return es, m, err
 	}
 
@@ -313,7 +299,7 @@ func TestMergeThreeSources(t *testing.T) {
 func TestMergeUnorderedSource(t *testing.T) {
 	h := history(t, 10)
 	s := &sliceSource{"weird", []meta.Entry{h[0], h[2], h[1]}}
-	_, err := mergeAll(NewMerger(MergeOptions{From: 1}, s, &sliceSource{"b", h}))
+	_, err := collect(NewMerger(MergeOptions{From: 1}, s, &sliceSource{"b", h}))
 	if err == nil || !strings.Contains(err.Error(), "not in order") {
 		t.Fatalf("got %v", err)
 	}
@@ -323,7 +309,7 @@ func TestMergeIOError(t *testing.T) {
 	h := history(t, 10)
 	boom := errors.New("disk on fire")
 	r := NewReader(io.MultiReader(bytes.NewReader(encodeAll(t, h[:3])), errReader{boom}), "a")
-	if _, err := mergeAll(NewMerger(MergeOptions{From: 1}, r, src(t, "b", h))); !errors.Is(err, boom) {
+	if _, err := collect(NewMerger(MergeOptions{From: 1}, r, src(t, "b", h))); !errors.Is(err, boom) {
 		t.Fatalf("got %v", err)
 	}
 }
@@ -341,19 +327,12 @@ func BenchmarkMerge(b *testing.B) {
 	for b.Loop() {
 		m := NewMerger(MergeOptions{From: 1},
 			NewReader(bytes.NewReader(data), "a"), NewReader(bytes.NewReader(data), "b"))
-		n := 0
-		for {
-			_, err := m.Next()
-			if err == io.EOF {
-				break
-			}
-			if err != nil {
-				b.Fatal(err)
-			}
-			n++
+		es, err := collect(m)
+		if err != nil {
+			b.Fatal(err)
 		}
-		if n != len(h) {
-			b.Fatalf("merged %d", n)
+		if len(es) != len(h) {
+			b.Fatalf("merged %d", len(es))
 		}
 	}
 	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(h)), "ns/version")

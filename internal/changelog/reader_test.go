@@ -16,21 +16,6 @@ import (
 	"github.com/carpfs/carpfs/internal/meta"
 )
 
-// readAll drains r, returning the entries and the error that ended it (nil
-// for a clean end).
-func readAll(r *Reader) ([]meta.Entry, error) {
-	var es []meta.Entry
-	for {
-		e, err := r.Next()
-		if err == io.EOF {
-			return es, nil
-		}
-		if err != nil {
-			return es, err
-		}
-		es = append(es, e)
-	}
-}
 
 func TestReaderRoundTrip(t *testing.T) {
 	es := seqEntries(t, rand.New(rand.NewPCG(5, 6)), 1, 500)
@@ -41,7 +26,7 @@ func TestReaderRoundTrip(t *testing.T) {
 		"bytes": iotest.OneByteReader(bytes.NewReader(data)),
 	} {
 		r := NewReader(src, "test")
-		got, err := readAll(r)
+		got, err := collect(r)
 		if err != nil {
 			t.Fatalf("%s: %v", name, err)
 		}
@@ -66,7 +51,7 @@ func TestReaderTornTail(t *testing.T) {
 		for complete+1 < len(starts) && starts[complete+1] <= cut {
 			complete++
 		}
-		got, err := readAll(NewReader(bytes.NewReader(data[:cut]), "f"))
+		got, err := collect(NewReader(bytes.NewReader(data[:cut]), "f"))
 		if !reflect.DeepEqual(got, es[:complete]) {
 			t.Fatalf("cut at %d: got %d entries, want the %d complete ones", cut, len(got), complete)
 		}
@@ -95,7 +80,7 @@ func TestReaderCorruptLine(t *testing.T) {
 	starts := lineStarts(data)
 	data[starts[4]+3] ^= 0x01 // inside line 5
 	r := NewReader(bytes.NewReader(data), "changelog.0.mfs")
-	got, err := readAll(r)
+	got, err := collect(r)
 	if len(got) != 4 {
 		t.Fatalf("got %d entries, want 4", len(got))
 	}
@@ -123,7 +108,7 @@ func TestReaderVersionGap(t *testing.T) {
 	rng := rand.New(rand.NewPCG(11, 12))
 	for _, second := range []uint64{7, 5, 4, 100} { // never 6
 		es := append(seqEntries(t, rng, 5, 1), seqEntries(t, rng, second, 1)...)
-		got, err := readAll(NewReader(bytes.NewReader(encodeAll(t, es)), "f"))
+		got, err := collect(NewReader(bytes.NewReader(encodeAll(t, es)), "f"))
 		var ce *CorruptError
 		if len(got) != 1 || !errors.As(err, &ce) || ce.Line != 2 || !strings.Contains(ce.Reason, "follows version 5") {
 			t.Fatalf("5 then %d: got %d entries, err %v", second, len(got), err)
@@ -138,14 +123,14 @@ func TestReaderLongLines(t *testing.T) {
 		{Version: 2, Op: &meta.SetXattr{Inode: 1, Name: "user.big", Value: big}},
 		{Version: 3, Op: &meta.Unlock{Chunk: 3}},
 	}
-	got, err := readAll(NewReader(bytes.NewReader(encodeAll(t, es)), "f"))
+	got, err := collect(NewReader(bytes.NewReader(encodeAll(t, es)), "f"))
 	if err != nil || !reflect.DeepEqual(got, es) {
 		t.Fatalf("long line: %d entries, %v", len(got), err)
 	}
 	// Garbage with no newline longer than any line may be is refused without
 	// buffering all of it, and is not mistaken for a torn append.
 	junk := bytes.Repeat([]byte("x"), 3*MaxLineSize)
-	got, err = readAll(NewReader(io.MultiReader(bytes.NewReader(encodeAll(t, es[:1])), bytes.NewReader(junk)), "f"))
+	got, err = collect(NewReader(io.MultiReader(bytes.NewReader(encodeAll(t, es[:1])), bytes.NewReader(junk)), "f"))
 	var ce *CorruptError
 	if len(got) != 1 || !errors.As(err, &ce) || ce.Torn || !strings.Contains(ce.Reason, "longer than") {
 		t.Fatalf("junk: %d entries, %v", len(got), err)
@@ -158,7 +143,7 @@ func TestReaderIOError(t *testing.T) {
 	boom := errors.New("disk on fire")
 	data := encodeAll(t, seqEntries(t, rand.New(rand.NewPCG(1, 1)), 1, 3))
 	r := NewReader(io.MultiReader(bytes.NewReader(data), iotest.ErrReader(boom)), "f")
-	got, err := readAll(r)
+	got, err := collect(r)
 	if len(got) != 3 || !errors.Is(err, boom) || errors.Is(err, ErrCorrupt) {
 		t.Fatalf("got %d entries, %v", len(got), err)
 	}

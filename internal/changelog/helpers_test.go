@@ -1,10 +1,10 @@
 package changelog
 
 import (
-	"io"
 	"bytes"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"math/rand/v2"
 	"testing"
 

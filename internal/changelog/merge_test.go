@@ -47,7 +47,6 @@ func (s *sliceSource) Next() (meta.Entry, error) {
 	return e, nil
 }
 
-
 func checkLast(t *testing.T, m *Merger, want uint64) {
 	t.Helper()
 	v, term, ok := m.Last()

@@ -16,7 +16,6 @@ import (
 	"github.com/carpfs/carpfs/internal/meta"
 )
 
-
 func TestReaderRoundTrip(t *testing.T) {
 	es := seqEntries(t, rand.New(rand.NewPCG(5, 6)), 1, 500)
 	data := encodeAll(t, es)

@@ -112,10 +112,10 @@ func LoadOptional(path string) (*File, error) {
 
 // Bind sets the fields of the struct dst points to from f. Fields are
 // matched by their `cfg:"KEY"` tag; supported kinds are string, bool
-// (0/1, yes/no, true/false, on/off), signed and unsigned integers (with an
-// optional k, M, G or T binary suffix, for sizes), time.Duration (Go
-// syntax, or a bare number of seconds as MooseFS writes them) and []string
-// (comma separated). Fields without a tag keep their values.
+// (0/1, yes/no, true/false, on/off), signed and unsigned integers (also
+// sizes with a MooseFS unit: k, M, G are powers of 1000, Ki, Mi, Gi of
+// 1024), time.Duration (Go syntax, or a bare number of seconds as MooseFS
+// writes them) and []string (comma separated). Fields without a tag keep their values.
 func Bind(f *File, dst any) error {
 	v := reflect.ValueOf(dst)
 	if v.Kind() != reflect.Pointer || v.Elem().Kind() != reflect.Struct {
@@ -214,32 +214,15 @@ func ParseDuration(s string) (time.Duration, error) {
 	return d, nil
 }
 
-// parseInt parses a decimal integer with an optional binary size suffix.
+// parseInt parses a whole number, or a size with a MooseFS unit
+// (ParseSize), so every size setting reads "256Mi" or "1G" alike.
 func parseInt(s string, bits int) (int64, error) {
-	mult := int64(1)
-	if n := len(s); n > 1 {
-		switch s[n-1] {
-		case 'k', 'K':
-			mult = 1 << 10
-		case 'M':
-			mult = 1 << 20
-		case 'G':
-			mult = 1 << 30
-		case 'T':
-			mult = 1 << 40
-		}
-		if mult != 1 {
-			s = s[:n-1]
-		}
-	}
 	n, err := strconv.ParseInt(s, 10, 64)
 	if err != nil {
-		return 0, fmt.Errorf("%q is not a whole number", s)
+		if n, err = ParseSize(s); err != nil {
+			return 0, err
+		}
 	}
-	if n != 0 && (n > (1<<63-1)/mult || n < -(1<<63-1)/mult) {
-		return 0, fmt.Errorf("%q is out of range", s)
-	}
-	n *= mult
 	if bits < 64 && (n >= 1<<(bits-1) || n < -(1<<(bits-1))) {
 		return 0, fmt.Errorf("%q is out of range", s)
 	}

@@ -22,7 +22,7 @@ func TestBind(t *testing.T) {
 # comment line
 MASTER_HOST = mfsmaster   # trailing comment
 MASTER_PORT=9420
-HDD_LEAVE_SPACE = 256M
+HDD_LEAVE_SPACE = 256Mi
 TIMEOUT = 1.5
 ASYNC = yes
 METALOGGERS = a, b ,c,
@@ -49,7 +49,8 @@ func TestErrorsNameFileAndLine(t *testing.T) {
 		{"MASTR_HOST = a", "test.cfg:1: unknown setting MASTR_HOST"},
 		{"MASTER_PORT = 70000", "test.cfg:1: MASTER_PORT"},
 		{"MASTER_PORT = -1", "out of range"},
-		{"HDD_LEAVE_SPACE = 9999999999T", "out of range"},
+		{"HDD_LEAVE_SPACE = 9999999999T", "too large"},
+		{"HDD_LEAVE_SPACE = 5K", "write k (1000) or Ki (1024)"},
 		{"TIMEOUT = soon", "not a duration"},
 		{"ASYNC = maybe", "not a boolean"},
 		{strings.Repeat("A", maxLine+1), "too long"},
@@ -85,4 +86,15 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+// Sizes read the same in every file: MooseFS's k/M/G are powers of 1000.
+func TestSizeUnits(t *testing.T) {
+	for in, want := range map[string]int64{"256M": 256e6, "256Mi": 256 << 20, "1.5G": 1.5e9, "2GiB": 2 << 30, "100": 100} {
+		f, _ := Parse(strings.NewReader("HDD_LEAVE_SPACE = "+in), "t")
+		var s sample
+		if err := Bind(f, &s); err != nil || s.Space != want {
+			t.Errorf("%s: got %d %v, want %d", in, s.Space, err, want)
+		}
+	}
 }

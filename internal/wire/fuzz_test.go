@@ -188,7 +188,7 @@ func TestFuzzSeeds(t *testing.T) {
 			}
 			got, err := os.ReadFile(path)
 			if err != nil || !bytes.Equal(got, want) {
-				t.Errorf("%s is missing or stale (%v): run go test -run TestFuzzSeeds -rewrite ./internal/wire", path, err)
+				t.Errorf("%s is missing or stale (%v): run go test ./internal/wire -run TestFuzzSeeds -args -rewrite", path, err)
 			}
 		}
 	}

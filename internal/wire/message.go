@@ -64,6 +64,13 @@ const (
 	TypeRelease          Type = 129
 	TypeSetGoal          Type = 130
 	TypeGetGoal          Type = 131
+	TypeChunkRead        Type = 132
+	TypeChunkWrite       Type = 133
+	TypeChunkInfo        Type = 134
+	TypeChunkWriteEnd    Type = 135
+	TypeLock             Type = 136
+	TypeGetLock          Type = 137
+	TypeLockInfo         Type = 138
 
 	// Chunkserver and master (200-299): registration, reports and the
 	// master's commands, see msg_chunk.go.
@@ -77,6 +84,14 @@ const (
 	TypeCSDelete         Type = 211
 	TypeCSSetVersion     Type = 212
 	TypeCSTruncate       Type = 213
+	TypeCSReplicate      Type = 214
+
+	// The data port (400-449): clients and chunkservers to chunkservers,
+	// see msg_data.go.
+	TypeCSRead  Type = 400
+	TypeCSData  Type = 401
+	TypeCSWrite Type = 402
+	TypeCSSync  Type = 403
 )
 
 // Message is a frame payload as a Go value. Each message type is a struct
@@ -229,6 +244,13 @@ var messages = []MessageInfo{
 	{TypeRelease, "Release", clients, masters, 1, false, func() Message { return new(Release) }},
 	{TypeSetGoal, "SetGoal", clients, masters, 1, false, func() Message { return new(SetGoal) }},
 	{TypeGetGoal, "GetGoal", clients, masters, 1, false, func() Message { return new(GetGoal) }},
+	{TypeChunkRead, "ChunkRead", clients, masters, 1, false, func() Message { return new(ChunkRead) }},
+	{TypeChunkWrite, "ChunkWrite", clients, masters, 1, false, func() Message { return new(ChunkWrite) }},
+	{TypeChunkInfo, "ChunkInfo", masters, clients, 1, false, func() Message { return new(ChunkInfo) }},
+	{TypeChunkWriteEnd, "ChunkWriteEnd", clients, masters, 1, false, func() Message { return new(ChunkWriteEnd) }},
+	{TypeLock, "Lock", clients, masters, 1, false, func() Message { return new(Lock) }},
+	{TypeGetLock, "GetLock", clients, masters, 1, false, func() Message { return new(GetLock) }},
+	{TypeLockInfo, "LockInfo", masters, clients, 1, false, func() Message { return new(LockInfo) }},
 	// Chunkserver and master: reports up, commands down.
 	{TypeCSRegister, "CSRegister", chunkservers, masters, 1, false, func() Message { return new(CSRegister) }},
 	{TypeCSRegisterChunks, "CSRegisterChunks", chunkservers, masters, 1, false, func() Message { return new(CSRegisterChunks) }},
@@ -240,6 +262,13 @@ var messages = []MessageInfo{
 	{TypeCSDelete, "CSDelete", masters, chunkservers, 1, false, func() Message { return new(CSDelete) }},
 	{TypeCSSetVersion, "CSSetVersion", masters, chunkservers, 1, false, func() Message { return new(CSSetVersion) }},
 	{TypeCSTruncate, "CSTruncate", masters, chunkservers, 1, false, func() Message { return new(CSTruncate) }},
+	{TypeCSReplicate, "CSReplicate", masters, chunkservers, 1, false, func() Message { return new(CSReplicate) }},
+	// The data port: clients and chunkservers (replicating, forwarding a
+	// write down the chain) ask a chunkserver.
+	{TypeCSRead, "CSRead", clients | chunkservers, chunkservers, 1, false, func() Message { return new(CSRead) }},
+	{TypeCSData, "CSData", chunkservers, clients | chunkservers, 1, false, func() Message { return new(CSData) }},
+	{TypeCSWrite, "CSWrite", clients | chunkservers, chunkservers, 1, false, func() Message { return new(CSWrite) }},
+	{TypeCSSync, "CSSync", clients | chunkservers, chunkservers, 1, false, func() Message { return new(CSSync) }},
 }
 
 // byType indexes messages. It is built once from the table above and

@@ -66,6 +66,18 @@ func samples() []Message {
 		&CSDelete{ID: 78, Version: 3},
 		&CSSetVersion{ID: 79, Old: 4, New: 5},
 		&CSTruncate{ID: 80, Version: 6, Length: 1 << 20},
+		&ChunkRead{ReqHeader: hdr, Inode: 7, Index: 3},
+		&ChunkWrite{ReqHeader: hdr, Inode: 7, Index: 0},
+		&ChunkInfo{Length: 3 << 26, ID: 81, Version: 2, Servers: []string{"10.0.0.5:9422", "10.0.0.6:9422"}},
+		&ChunkWriteEnd{ReqHeader: hdr, Inode: 7, ID: 81, Length: 1 << 27, Failed: true},
+		&Lock{ReqHeader: hdr, Inode: 7, Owner: 1 << 50, Kind: LockPOSIX, LockType: LockWrite, Start: 10, End: 1<<64 - 1, PID: 4242},
+		&GetLock{ReqHeader: hdr, Inode: 7, Owner: 9, LockType: LockRead, Start: 0, End: 99},
+		&LockInfo{LockType: LockWrite, Start: 5, End: 50, PID: 17},
+		&CSReplicate{ID: 82, Version: 3, Sources: []string{"10.0.0.7:9422"}},
+		&CSRead{ID: 83, Version: 4, Offset: 65536, Size: 1 << 20},
+		&CSData{Data: []byte("chunk bytes")},
+		&CSWrite{ID: 84, Version: 5, Offset: 4096, Data: []byte("new bytes"), Chain: []string{"10.0.0.6:9422"}},
+		&CSSync{ID: 85, Version: 6, Chain: []string{"10.0.0.6:9422", "10.0.0.7:9422"}},
 	}
 }
 

@@ -175,3 +175,42 @@ func (c *Client) GetGoal(ctx context.Context, cr Cred, ino uint32) (uint8, error
 	a, err := c.entry(ctx, &wire.GetGoal{ReqHeader: c.hdr(cr), Inode: ino})
 	return a.Goal, err
 }
+
+// ChunkRead returns where chunk index of ino is stored, with the file's
+// length; ID 0 is a hole.
+func (c *Client) ChunkRead(ctx context.Context, cr Cred, ino, index uint32) (wire.ChunkInfo, error) {
+	var ci wire.ChunkInfo
+	err := c.mux.CallInto(ctx, &wire.ChunkRead{ReqHeader: c.hdr(cr), Inode: ino, Index: index}, &ci)
+	return ci, err
+}
+
+// ChunkWrite takes the write lease on chunk index of ino and returns the
+// chain to write. EBUSY means another session holds it.
+func (c *Client) ChunkWrite(ctx context.Context, cr Cred, ino, index uint32) (wire.ChunkInfo, error) {
+	var ci wire.ChunkInfo
+	err := c.mux.CallInto(ctx, &wire.ChunkWrite{ReqHeader: c.hdr(cr), Inode: ino, Index: index}, &ci)
+	return ci, err
+}
+
+// ChunkWriteEnd ends the write lease on chunk id of ino, setting the
+// file's length to at least length (0 leaves it); failed says the chain
+// may have missed writes.
+func (c *Client) ChunkWriteEnd(ctx context.Context, cr Cred, ino uint32, id, length uint64, failed bool) error {
+	return c.ok(ctx, &wire.ChunkWriteEnd{ReqHeader: c.hdr(cr), Inode: ino, ID: id, Length: length, Failed: failed})
+}
+
+// Lock takes or drops an advisory lock (see wire.Lock); EAGAIN means
+// another owner holds a conflicting one.
+func (c *Client) Lock(ctx context.Context, cr Cred, l wire.Lock) error {
+	l.ReqHeader = c.hdr(cr)
+	return c.ok(ctx, &l)
+}
+
+// GetLock returns the lock that would conflict with l (see
+// wire.GetLock); LockType wire.LockUnlock when none would.
+func (c *Client) GetLock(ctx context.Context, cr Cred, l wire.GetLock) (wire.LockInfo, error) {
+	l.ReqHeader = c.hdr(cr)
+	var li wire.LockInfo
+	err := c.mux.CallInto(ctx, &l, &li)
+	return li, err
+}

@@ -311,6 +311,7 @@ func (m *CSWrite) Encode(e *Enc) {
 	e.Bytes(m.Data)
 	encStrings(e, m.Chain)
 }
+
 // Size lets a FrameWriter reserve room for the data (see Sizer).
 func (m *CSWrite) Size() int {
 	n := 8 + 4 + 4 + bytesSize(m.Data) + uvarintLen(uint64(len(m.Chain)))

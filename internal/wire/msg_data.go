@@ -92,15 +92,18 @@ func (m *ChunkWrite) Decode(d *Dec) error {
 
 // ChunkWriteEnd ends a write lease. Length is the file's length after
 // the writes (the master never shrinks a file for it; 0 leaves the
-// length). Failed says some copies of the chain may have missed writes:
-// the master then checks the copies and replaces those that are behind.
-// Answered by Ok.
+// length). Bad lists the servers of the chain that failed a write: their
+// copies may have missed data, so the master drops them and makes new
+// copies from the others. A client that goes on writing after a failure
+// ends the lease with Bad, takes a new one (whose chain leaves the bad
+// servers out) and writes again what was not acknowledged. Answered by
+// Ok.
 type ChunkWriteEnd struct {
 	ReqHeader
 	Inode  uint32
 	ID     uint64
 	Length uint64
-	Failed bool
+	Bad    []string
 }
 
 func (*ChunkWriteEnd) Type() Type { return TypeChunkWriteEnd }
@@ -109,14 +112,14 @@ func (m *ChunkWriteEnd) Encode(e *Enc) {
 	e.U32(m.Inode)
 	e.U64(m.ID)
 	e.U64(m.Length)
-	e.Bool(m.Failed)
+	encStrings(e, m.Bad)
 }
 func (m *ChunkWriteEnd) Decode(d *Dec) error {
 	m.decodeHdr(d)
 	m.Inode = d.U32()
 	m.ID = d.U64()
 	m.Length = d.U64()
-	m.Failed = d.Bool()
+	m.Bad = decStrings(d, "bad servers")
 	return d.Err()
 }
 

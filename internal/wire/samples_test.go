@@ -69,7 +69,7 @@ func samples() []Message {
 		&ChunkRead{ReqHeader: hdr, Inode: 7, Index: 3},
 		&ChunkWrite{ReqHeader: hdr, Inode: 7, Index: 0},
 		&ChunkInfo{Length: 3 << 26, ID: 81, Version: 2, Servers: []string{"10.0.0.5:9422", "10.0.0.6:9422"}},
-		&ChunkWriteEnd{ReqHeader: hdr, Inode: 7, ID: 81, Length: 1 << 27, Failed: true},
+		&ChunkWriteEnd{ReqHeader: hdr, Inode: 7, ID: 81, Length: 1 << 27, Bad: []string{"10.0.0.6:9422"}},
 		&Lock{ReqHeader: hdr, Inode: 7, Owner: 1 << 50, Kind: LockPOSIX, LockType: LockWrite, Start: 10, End: 1<<64 - 1, PID: 4242},
 		&GetLock{ReqHeader: hdr, Inode: 7, Owner: 9, LockType: LockRead, Start: 0, End: 99},
 		&LockInfo{LockType: LockWrite, Start: 5, End: 50, PID: 17},

@@ -193,10 +193,10 @@ func (c *Client) ChunkWrite(ctx context.Context, cr Cred, ino, index uint32) (wi
 }
 
 // ChunkWriteEnd ends the write lease on chunk id of ino, setting the
-// file's length to at least length (0 leaves it); failed says the chain
-// may have missed writes.
-func (c *Client) ChunkWriteEnd(ctx context.Context, cr Cred, ino uint32, id, length uint64, failed bool) error {
-	return c.ok(ctx, &wire.ChunkWriteEnd{ReqHeader: c.hdr(cr), Inode: ino, ID: id, Length: length, Failed: failed})
+// file's length to at least length (0 leaves it); bad lists the chain's
+// servers that failed a write.
+func (c *Client) ChunkWriteEnd(ctx context.Context, cr Cred, ino uint32, id, length uint64, bad []string) error {
+	return c.ok(ctx, &wire.ChunkWriteEnd{ReqHeader: c.hdr(cr), Inode: ino, ID: id, Length: length, Bad: bad})
 }
 
 // Lock takes or drops an advisory lock (see wire.Lock); EAGAIN means

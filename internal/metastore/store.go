@@ -197,31 +197,80 @@ func (st *Store) committer() {
 // async mode, appended). An operation that fails returns its errno in the
 // Result and a nil error; an error means the store cannot acknowledge.
 func (st *Store) Do(ctx context.Context, op meta.Op) (meta.Result, error) {
+	res, v, err := st.apply(op)
+	if err != nil || !res.Ok() {
+		return res, err
+	}
+	if st.opts.Async {
+		st.noteAppended(v)
+		return res, nil
+	}
+	return res, st.waitDurable(ctx, v)
+}
+
+// DoMany applies ops in order and waits once for all their entries to be
+// durable: one flush for operations that one request makes together. It
+// stops at the first operation that fails, whose Result is the last one
+// returned; the ones before it are applied and durable all the same.
+func (st *Store) DoMany(ctx context.Context, ops ...meta.Op) ([]meta.Result, error) {
+	out := make([]meta.Result, 0, len(ops))
+	var last uint64
+	for _, op := range ops {
+		res, v, err := st.apply(op)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, res)
+		if !res.Ok() {
+			break
+		}
+		last = v
+	}
+	if last == 0 {
+		return out, nil
+	}
+	if st.opts.Async {
+		st.noteAppended(last)
+		return out, nil
+	}
+	return out, st.waitDurable(ctx, last)
+}
+
+// DoLazy applies op and returns without waiting for the flush, which the
+// committer starts at once. It is for bookkeeping whose loss in a crash
+// harms nothing acknowledged: holding a file open (a lost Open only lets
+// the file be freed sooner) and letting go of it. Whatever is
+// acknowledged durably later is flushed after it, so it never outlives
+// what follows it.
+func (st *Store) DoLazy(op meta.Op) (meta.Result, error) {
+	res, v, err := st.apply(op)
+	if err == nil && res.Ok() {
+		st.noteAppended(v)
+	}
+	return res, err
+}
+
+// apply applies op and appends its entry to the changelog buffer,
+// returning the entry's version. A failed operation appends nothing.
+func (st *Store) apply(op meta.Op) (meta.Result, uint64, error) {
 	st.mu.Lock()
+	defer st.mu.Unlock()
 	if st.cl == nil {
-		st.mu.Unlock()
-		return meta.Result{}, ErrClosed
+		return meta.Result{}, 0, ErrClosed
 	}
 	e := meta.Entry{Version: st.state.Version() + 1, Term: st.term, Time: uint32(st.opts.Clock().Unix()), Op: op}
 	res, err := st.state.Apply(&e)
 	if err != nil || !res.Ok() {
-		st.mu.Unlock()
-		return res, err
+		return res, 0, err
 	}
 	e.Result = res
 	if err := st.cl.Append(&e); err != nil {
 		// The state moved but the log did not: the two no longer agree
 		// and nothing more may be acknowledged.
-		st.mu.Unlock()
 		st.fail(fmt.Errorf("changelog append: %w", err))
-		return meta.Result{}, err
+		return meta.Result{}, 0, err
 	}
-	st.mu.Unlock()
-	if st.opts.Async {
-		st.noteAppended(e.Version)
-		return res, nil
-	}
-	return res, st.waitDurable(ctx, e.Version)
+	return res, e.Version, nil
 }
 
 func (st *Store) fail(err error) {

@@ -204,3 +204,51 @@ func (st *Store) abandon() {
 	st.cl.Close()
 	st.cl = nil
 }
+
+// TestDoManyAndLazy: DoMany applies in order, stops at the first failure
+// and returns once everything applied is durable; DoLazy's entry becomes
+// durable without anyone waiting for it.
+func TestDoManyAndLazy(t *testing.T) {
+	st, err := Open(context.Background(), Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	ctx := context.Background()
+	res, err := st.DoMany(ctx,
+		&meta.Create{Parent: meta.RootInode, Name: "a", Type: meta.TypeFile, Mode: 0o644},
+		&meta.Create{Parent: meta.RootInode, Name: "b", Type: meta.TypeFile, Mode: 0o644},
+		&meta.Create{Parent: meta.RootInode, Name: "a", Type: meta.TypeFile, Mode: 0o644},
+		&meta.Create{Parent: meta.RootInode, Name: "never", Type: meta.TypeFile, Mode: 0o644})
+	if err != nil || len(res) != 3 || !res[0].Ok() || !res[1].Ok() || res[2].Err != syscall.EEXIST {
+		t.Fatalf("DoMany: %v %v", res, err)
+	}
+	if _, e := lookup(st, meta.RootInode, "never"); e != syscall.ENOENT {
+		t.Fatalf("DoMany went on after a failure: %v", e)
+	}
+	var v uint64
+	st.Read(func(s *meta.State) { v = s.Version() })
+	if d := st.Durable(); d < v {
+		t.Fatalf("DoMany returned with version %d applied, %d durable", v, d)
+	}
+
+	sres, err := st.Do(ctx, &meta.Session{Info: "t"})
+	if err != nil || !sres.Ok() {
+		t.Fatal(sres, err)
+	}
+	ino := uint32(res[0].Val[0])
+	if r, err := st.DoLazy(&meta.Open{Session: sres.Val[0], Inode: ino}); err != nil || !r.Ok() {
+		t.Fatalf("DoLazy: %v %v", r, err)
+	}
+	if r, err := st.DoLazy(&meta.Open{Session: sres.Val[0], Inode: 999}); err != nil || r.Err != syscall.ENOENT {
+		t.Fatalf("DoLazy of a failing op: %v %v", r, err)
+	}
+	st.Read(func(s *meta.State) { v = s.Version() })
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Durable() < v {
+		if time.Now().After(deadline) {
+			t.Fatalf("a lazy entry (version %d) never became durable (durable %d)", v, st.Durable())
+		}
+		time.Sleep(time.Millisecond)
+	}
+}

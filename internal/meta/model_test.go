@@ -732,6 +732,9 @@ func compare(t testing.TB, where string, s *State, g *gen) {
 		if e != 0 {
 			t.Fatalf("%s: inode %d: %v", where, ino, e)
 		}
+		if ino >= s.InodeLimit() {
+			t.Fatalf("%s: live inode %d is not below InodeLimit %d", where, ino, s.InodeLimit())
+		}
 		want := Attr{Inode: ino, Type: o.typ, Mode: o.mode, UID: o.uid, GID: o.gid, Atime: o.atime,
 			Mtime: o.mtime, Ctime: o.ctime, Nlink: g.m.nlink(o), Size: o.size, Rdev: o.rdev, Goal: o.goal}
 		if o.typ == TypeDir {

@@ -185,3 +185,8 @@ func (s *State) EachChunk(f func(id uint64, version uint32, locked bool)) {
 		f(id, c.version, c.locked)
 	}
 }
+
+// InodeLimit is one more than the highest inode number handed out so
+// far: every live inode is below it. A scan that visits inodes in
+// slices, as the master's replication loop does, stops there.
+func (s *State) InodeLimit() uint32 { return uint32(s.nodes.len()) }

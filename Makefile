@@ -4,9 +4,12 @@ BIN     ?= bin
 GOFLAGS ?=
 
 # installed name : source directory
-CMDS := mfsmaster:mfsmaster mfsmetarestore:metarestore mfschunkserver:chunkserver
+CMDS := mfsmaster:mfsmaster mfsmetarestore:metarestore mfschunkserver:chunkserver \
+	mfslocal:local mfscli:cli
+# other names of a binary (argv[0]) : the binary
+ALIASES := mfsgetgoal:mfscli mfssetgoal:mfscli
 
-.PHONY: build test check fuzz bench-meta clean
+.PHONY: build test check fuzz bench-meta clean local
 
 build:
 	@mkdir -p $(BIN)
@@ -15,6 +18,24 @@ build:
 		echo "go build -o $(BIN)/$$name ./$$dir"; \
 		$(GO) build $(GOFLAGS) -o $(BIN)/$$name ./$$dir || exit 1; \
 	done
+	@for a in $(ALIASES); do ln -sfn $${a##*:} $(BIN)/$${a%%:*}; done
+
+# The README's first command: a whole cluster on this host (master, three
+# chunkservers, a FUSE mount), until Ctrl-C or `bin/mfslocal down`.
+# LOCAL_ARGS adds flags (e.g. LOCAL_ARGS='-d /srv/try --goal 3').
+# FUSE comes from Debian's fuse3, installed here if missing and root.
+LOCAL_ARGS ?=
+local: build
+	@if ! command -v fusermount3 >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+			echo "installing fuse3 (apt-get), which mfsmount needs"; \
+			DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends fuse3 || exit 1; \
+		else \
+			echo "make local: FUSE is missing: install the fuse3 package (Debian: apt-get install fuse3, as root)"; exit 1; \
+		fi; \
+	fi
+	$(BIN)/mfslocal up $(LOCAL_ARGS)
 
 # The README's test command: installs what the tests need, then runs them all.
 check:

@@ -35,7 +35,8 @@
 //
 // Ports are MooseFS's defaults (9421 clients, 9420 chunkservers, 9422 and
 // up for the chunkservers' data) when free on 127.0.0.1, else ports the
-// kernel picks.
+// kernel picks; --any-ports always takes the kernel's, so that several
+// clusters (tests, say) run side by side.
 package local
 
 import (

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // fuseMagic is the f_type statfs(2) reports for every FUSE file system.
@@ -96,9 +97,23 @@ func fuseMounted(dir string) bool {
 	if err != nil || !ok || !isFUSE(m.FSType) {
 		return false
 	}
-	var st syscall.Statfs_t
-	return syscall.Statfs(dir, &st) == nil && st.Type == fuseMagic
+	// A hung FUSE server never answers: give up on it, leaving the
+	// goroutine blocked, rather than hang with it.
+	answer := make(chan bool, 1)
+	go func() {
+		var st syscall.Statfs_t
+		answer <- syscall.Statfs(dir, &st) == nil && st.Type == fuseMagic
+	}()
+	select {
+	case ok := <-answer:
+		return ok
+	case <-time.After(statfsTimeout):
+		return false
+	}
 }
+
+// statfsTimeout bounds how long a mount may take to answer statfs(2).
+const statfsTimeout = 5 * time.Second
 
 func isFUSE(fstype string) bool { return fstype == "fuse" || strings.HasPrefix(fstype, "fuse.") }
 

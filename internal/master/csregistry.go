@@ -437,15 +437,16 @@ func (r *Registry) Copies(id uint64) []Copy {
 // ErrNoServer is returned by Command for a server that is not connected.
 var ErrNoServer = errors.New("no such chunkserver connected")
 
-// Command sends one of the commands CSCreate, CSDelete, CSSetVersion or
-// CSTruncate to the server at addr and waits for its answer. The index is
-// updated from the answer: a created copy is added, a deleted one (or one
-// the server does not have, ENOENT) removed, a new version or length
-// recorded. A refusal comes back as a *wire.RemoteError whose errno
-// (errors.Is(err, syscall.ENOENT), ESTALE, ...) says why.
+// Command sends one of the commands CSCreate, CSDelete, CSSetVersion,
+// CSTruncate or CSReplicate to the server at addr and waits for its
+// answer. The index is updated from the answer: a created or replicated
+// copy is added, a deleted one (or one the server does not have, ENOENT)
+// removed, a new version or length recorded. A refusal comes back as a
+// *wire.RemoteError whose errno (errors.Is(err, syscall.ENOENT), ESTALE,
+// ...) says why.
 func (r *Registry) Command(ctx context.Context, addr string, cmd wire.Message) error {
 	switch cmd.(type) {
-	case *wire.CSCreate, *wire.CSDelete, *wire.CSSetVersion, *wire.CSTruncate:
+	case *wire.CSCreate, *wire.CSDelete, *wire.CSSetVersion, *wire.CSTruncate, *wire.CSReplicate:
 	default:
 		return fmt.Errorf("master: command %s: not a chunkserver command", cmd.Type())
 	}
@@ -467,6 +468,12 @@ func (r *Registry) Command(ctx context.Context, addr string, cmd wire.Message) e
 	switch c := cmd.(type) {
 	case *wire.CSCreate:
 		if err == nil {
+			r.addLocked(s, c.ID, copyRec{version: c.Version})
+		}
+	case *wire.CSReplicate:
+		if err == nil {
+			// The length is learnt at the next registration; nothing
+			// here reads it.
 			r.addLocked(s, c.ID, copyRec{version: c.Version})
 		}
 	case *wire.CSDelete:

@@ -56,6 +56,7 @@ import (
 	"time"
 
 	"github.com/carpfs/carpfs/internal/exports"
+	"github.com/carpfs/carpfs/internal/master/locks"
 	"github.com/carpfs/carpfs/internal/meta"
 	"github.com/carpfs/carpfs/internal/metastore"
 	"github.com/carpfs/carpfs/internal/wire"
@@ -88,9 +89,18 @@ type Config struct {
 	SessionGrace time.Duration
 	// Term gives the master's current term for handshakes; nil uses the
 	// metadata's last term (at least 1).
-	Term   func() uint64
-	Logger *slog.Logger     // nil discards
-	Clock  func() time.Time // nil means time.Now
+	Term func() uint64
+	// Chunks is the chunkserver registry the data path uses; nil means
+	// one that no chunkserver reaches, so writes get ENOSPC.
+	Chunks *Registry
+	// LeaseTime is how long a write lease lasts unless renewed; 0 means
+	// DefaultLeaseTime.
+	LeaseTime time.Duration
+	// CommandTimeout bounds each command to a chunkserver made for a
+	// client; 0 means DefaultCommandTimeout.
+	CommandTimeout time.Duration
+	Logger         *slog.Logger     // nil discards
+	Clock          func() time.Time // nil means time.Now
 }
 
 // Validate reports a config that cannot work.
@@ -100,6 +110,10 @@ func (c *Config) Validate() error {
 		return errors.New("master config: no metadata store")
 	case c.SessionGrace < 0:
 		return fmt.Errorf("master config: negative session grace %s", c.SessionGrace)
+	case c.LeaseTime < 0:
+		return fmt.Errorf("master config: negative lease time %s", c.LeaseTime)
+	case c.CommandTimeout < 0:
+		return fmt.Errorf("master config: negative chunkserver command timeout %s", c.CommandTimeout)
 	case c.AuthClients && len(c.AuthCode) == 0:
 		return errors.New("master config: clients must prove an AUTH_CODE, but none is set")
 	}
@@ -108,9 +122,12 @@ func (c *Config) Validate() error {
 
 // Server serves mounts.
 type Server struct {
-	cfg   Config
-	store Store
-	log   *slog.Logger
+	cfg    Config
+	store  Store
+	log    *slog.Logger
+	chunks *Registry
+	leases *leaseTable
+	locks  *locks.Table
 
 	mu       sync.Mutex
 	sessions map[uint64]*session // sessions this process knows, attached or in grace
@@ -145,6 +162,19 @@ func New(cfg Config) (*Server, error) {
 	if cfg.SessionGrace == 0 {
 		cfg.SessionGrace = DefaultSessionGrace
 	}
+	if cfg.LeaseTime == 0 {
+		cfg.LeaseTime = DefaultLeaseTime
+	}
+	if cfg.CommandTimeout == 0 {
+		cfg.CommandTimeout = DefaultCommandTimeout
+	}
+	if cfg.Chunks == nil {
+		reg, err := NewRegistry(RegistryConfig{Name: cfg.Name})
+		if err != nil {
+			return nil, err
+		}
+		cfg.Chunks = reg
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -159,7 +189,10 @@ func New(cfg Config) (*Server, error) {
 			return max(t, 1)
 		}
 	}
-	return &Server{cfg: cfg, store: cfg.Store, log: cfg.Logger, sessions: map[uint64]*session{}}, nil
+	return &Server{
+		cfg: cfg, store: cfg.Store, log: cfg.Logger, chunks: cfg.Chunks,
+		leases: newLeaseTable(), locks: locks.New(), sessions: map[uint64]*session{},
+	}, nil
 }
 
 // Serve accepts mounts on ln until ctx ends, then closes ln, ends every
@@ -172,6 +205,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	var conns sync.WaitGroup
+	conns.Go(func() { s.expireLeases(ctx) })
 	var err error
 	for {
 		nc, aerr := ln.Accept()
@@ -298,8 +332,8 @@ func (s *Server) stopTimer(ss *session) {
 // decision and the entry.
 func (s *Server) expire(ss *session) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	if ss.conns > 0 || ss.ended || s.closing {
+		s.mu.Unlock()
 		return
 	}
 	ss.ended = true
@@ -307,11 +341,24 @@ func (s *Server) expire(ss *session) {
 	delete(s.sessions, ss.id)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := s.closeSession(ctx, ss.id); err != nil {
+	err := s.closeSession(ctx, ss.id)
+	s.mu.Unlock()
+	s.sessionGone(ctx, ss.id)
+	if err != nil {
 		s.log.Warn("closing an abandoned session failed", "session", ss.id, "err", err)
 		return
 	}
 	s.log.Info("session closed after its grace period", "session", ss.id, "grace", s.cfg.SessionGrace)
+}
+
+// sessionGone releases what a closed session held in memory: its file
+// locks and write leases.
+func (s *Server) sessionGone(ctx context.Context, id uint64) {
+	n := s.locks.DropSession(id)
+	s.releaseLeases(ctx, id)
+	if n > 0 {
+		s.log.Debug("file locks released with their session", "session", id, "locks", n)
+	}
 }
 
 func (s *Server) closeSession(ctx context.Context, id uint64) error {
@@ -336,5 +383,7 @@ func (s *Server) end(ctx context.Context, ss *session) error {
 	s.stopTimer(ss)
 	delete(s.sessions, ss.id)
 	s.mu.Unlock()
-	return s.closeSession(ctx, ss.id)
+	err := s.closeSession(ctx, ss.id)
+	s.sessionGone(ctx, ss.id)
+	return err
 }

@@ -188,11 +188,7 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 		return r.ok(r.do(ctx, &meta.RemoveXattr{Inode: r.in(m.Inode), Name: m.Name}))
 
 	case *wire.StatFS:
-		var st meta.Stats
-		store.Read(func(s *meta.State) { st = s.Stats() })
-		// Space comes from chunkserver reports, which the master does not
-		// collect yet: 0 until then.
-		return &wire.FSStats{Files: st.Files, Dirs: st.Dirs}, nil
+		return r.statFS()
 
 	case *wire.Open:
 		ino := r.in(m.Inode)
@@ -233,6 +229,21 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 
 	case *wire.GetGoal:
 		return r.entry(r.in(m.Inode))
+
+	case *wire.ChunkRead:
+		return r.chunkRead(m)
+
+	case *wire.ChunkWrite:
+		return r.chunkWrite(ctx, m)
+
+	case *wire.ChunkWriteEnd:
+		return r.chunkWriteEnd(ctx, m)
+
+	case *wire.Lock:
+		return r.lock(m)
+
+	case *wire.GetLock:
+		return r.getLock(m)
 	}
 	return nil, fmt.Errorf("%s is not a request a master serves: %w", m.Type(), syscall.ENOSYS)
 }
@@ -252,7 +263,7 @@ func (r *request) ok(_ meta.Result, err error) (wire.Message, error) {
 func (r *request) setAttr(ctx context.Context, m *wire.SetAttr) (wire.Message, error) {
 	ino := r.in(m.Inode)
 	if m.Mask&wire.SetAttrSize != 0 {
-		if _, err := r.do(ctx, &meta.Truncate{Inode: ino, Size: m.Size}); err != nil {
+		if err := r.truncate(ctx, ino, m.Size); err != nil {
 			return nil, err
 		}
 	}

@@ -41,7 +41,8 @@ type reply struct {
 func mutation(m wire.Message) bool {
 	switch m.(type) {
 	case *wire.SetAttr, *wire.Create, *wire.Symlink, *wire.Link, *wire.Unlink, *wire.Rmdir,
-		*wire.Rename, *wire.SetXattr, *wire.RemoveXattr, *wire.SetGoal, *wire.Open, *wire.Release:
+		*wire.Rename, *wire.SetXattr, *wire.RemoveXattr, *wire.SetGoal, *wire.Open, *wire.Release,
+		*wire.ChunkWrite, *wire.ChunkWriteEnd:
 		return true
 	}
 	return false

@@ -43,6 +43,13 @@ type Config struct {
 	SessionSustain  time.Duration `cfg:"SESSION_SUSTAIN_TIME"`
 	ChangelogMax    int64         `cfg:"CHANGELOG_MAX_SIZE"`
 	AuthClientsFlag bool          `cfg:"AUTH_CLIENTS"`
+	// The replication loop (see master.ReplicatorConfig).
+	LoopMaxCPS     int           `cfg:"CHUNKS_LOOP_MAX_CPS"`
+	WriteRepLimit  int           `cfg:"CHUNKS_WRITE_REP_LIMIT"`
+	ReadRepLimit   int           `cfg:"CHUNKS_READ_REP_LIMIT"`
+	DelLimit       int           `cfg:"CHUNKS_DEL_LIMIT"`
+	RepDelayInit   time.Duration `cfg:"REPLICATIONS_DELAY_INIT"`
+	LoopNoDeletion bool          `cfg:"CHUNKS_NO_DELETE"`
 }
 
 // Defaults are what a master runs with when no file says otherwise.
@@ -57,6 +64,11 @@ func Defaults() Config {
 		CommitMode:     "sync",
 		SessionSustain: master.DefaultSessionGrace,
 		ChangelogMax:   1 << 30,
+		LoopMaxCPS:     master.DefaultLoopMaxCPS,
+		WriteRepLimit:  master.DefaultWriteRepLimit,
+		ReadRepLimit:   master.DefaultReadRepLimit,
+		DelLimit:       master.DefaultDeleteLimit,
+		RepDelayInit:   60 * time.Second,
 	}
 }
 
@@ -71,6 +83,16 @@ func (c *Config) Validate() error {
 		return errors.New("AUTH_CLIENTS needs an AUTH_CODE")
 	case c.ChangelogMax < 1<<20:
 		return fmt.Errorf("CHANGELOG_MAX_SIZE %d is below 1 MiB", c.ChangelogMax)
+	case c.LoopMaxCPS < 1:
+		return fmt.Errorf("CHUNKS_LOOP_MAX_CPS %d: want at least 1", c.LoopMaxCPS)
+	case c.WriteRepLimit < 1:
+		return fmt.Errorf("CHUNKS_WRITE_REP_LIMIT %d: want at least 1", c.WriteRepLimit)
+	case c.ReadRepLimit < 1:
+		return fmt.Errorf("CHUNKS_READ_REP_LIMIT %d: want at least 1", c.ReadRepLimit)
+	case c.DelLimit < 1:
+		return fmt.Errorf("CHUNKS_DEL_LIMIT %d: want at least 1", c.DelLimit)
+	case c.RepDelayInit < 0:
+		return fmt.Errorf("REPLICATIONS_DELAY_INIT %s is negative", c.RepDelayInit)
 	}
 	return nil
 }
@@ -129,22 +151,30 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 		store.Read(func(s *meta.State) { t = s.Term() })
 		return max(t, 1)
 	}
-	srv, err := master.New(master.Config{
-		Store: store, Exports: ex, Name: hostname(), AuthCode: []byte(cfg.AuthCode),
-		AuthClients: cfg.AuthClientsFlag, SessionGrace: cfg.SessionSustain, Term: term, Logger: log,
+	reg, err := master.NewRegistry(master.RegistryConfig{
+		Name: hostname(), MetaID: store.MetaID(), AuthCode: []byte(cfg.AuthCode), Term: term, Logger: log,
+		Versions: func() (v map[uint64]uint32, err error) {
+			store.Read(func(s *meta.State) { v, err = master.ChunkVersions(s) })
+			return v, err
+		},
 	})
-	var reg *master.Registry
+	var srv *master.Server
 	if err == nil {
-		reg, err = master.NewRegistry(master.RegistryConfig{
-			Name: hostname(), MetaID: store.MetaID(), AuthCode: []byte(cfg.AuthCode), Term: term, Logger: log,
-			Versions: func() (v map[uint64]uint32, err error) {
-				store.Read(func(s *meta.State) { v, err = master.ChunkVersions(s) })
-				return v, err
-			},
+		srv, err = master.New(master.Config{
+			Store: store, Exports: ex, Name: hostname(), AuthCode: []byte(cfg.AuthCode),
+			AuthClients: cfg.AuthClientsFlag, SessionGrace: cfg.SessionSustain, Term: term, Logger: log,
+			Chunks: reg,
+		})
+	}
+	var rep *master.Replicator
+	if err == nil {
+		rep, err = master.NewReplicator(srv, master.ReplicatorConfig{
+			MaxCPS: cfg.LoopMaxCPS, WriteLimit: cfg.WriteRepLimit, ReadLimit: cfg.ReadRepLimit,
+			DeleteLimit: cfg.DelLimit, StartDelay: cfg.RepDelayInit, NoDelete: cfg.LoopNoDeletion,
 		})
 	}
 	if err == nil {
-		err = serve(ctx, srv, reg, cfg, log)
+		err = serve(ctx, srv, reg, rep, cfg, log)
 	}
 	if cerr := store.Close(); cerr != nil {
 		log.Error("metadata not saved on stop; the next start recovers from the changelog", "err", cerr)
@@ -159,7 +189,7 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 
 // serve listens for clients and chunkservers, tells systemd it is ready,
 // and serves until ctx ends or either listener fails.
-func serve(ctx context.Context, srv *master.Server, reg *master.Registry, cfg Config, log *slog.Logger) error {
+func serve(ctx context.Context, srv *master.Server, reg *master.Registry, rep *master.Replicator, cfg Config, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", cfg.listenAddr())
 	if err != nil {
 		return fmt.Errorf("listen for clients: %w", err)
@@ -184,9 +214,11 @@ func serve(ctx context.Context, srv *master.Server, reg *master.Registry, cfg Co
 		cancel()
 		csDone <- err
 	}()
+	repDone := make(chan error, 1)
+	go func() { repDone <- rep.Run(ctx) }()
 	err = srv.Serve(ctx, ln)
 	cancel()
-	err = errors.Join(err, <-csDone)
+	err = errors.Join(err, <-csDone, <-repDone)
 	daemon.SdNotify(false, daemon.SdNotifyStopping)
 	return err
 }

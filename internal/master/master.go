@@ -1,6 +1,9 @@
-// Package master is the master's client link: it serves mounts on port
-// 9421, opening their sessions against mfsexports.cfg and answering
-// their metadata operations from the metadata store.
+// Package master is the master's two links and its data-side logic: it
+// serves mounts on port 9421 (sessions against mfsexports.cfg, metadata
+// operations, chunk locations, write leases, file locks) and
+// chunkservers on port 9420 (Registry: their space and the copies they
+// hold), and runs the replication loop (Replicator) that keeps every
+// chunk at its goal.
 //
 // # Sessions
 //
@@ -43,6 +46,16 @@
 // durable; concurrent requests, from one connection (the wire Mux runs
 // up to 64 handlers at once) or many, share changelog flushes (group
 // commit). Queries run under Store.Read.
+//
+// # Data
+//
+// Data goes between mounts and chunkservers; the master says where.
+// ChunkRead answers a chunk's valid copies (chunks.go). ChunkWrite
+// grants a write lease and answers the chain of copies to write;
+// ChunkWriteEnd ends it (leases.go, which also explains how versions
+// fence writers). Leases and file locks (package locks) live in this
+// process only: a new master clears stale chunk locks and starts with no
+// file locks, as MooseFS does. StatFS sums the chunkservers' space.
 package master
 
 import (

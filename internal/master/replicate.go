@@ -1,6 +1,7 @@
 package master
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -135,12 +136,12 @@ func NewReplicator(srv *Server, cfg ReplicatorConfig) (*Replicator, error) {
 	if err := cfg.validate(); err != nil {
 		return nil, err
 	}
-	cfg.Interval = cmpOr(cfg.Interval, DefaultLoopInterval)
-	cfg.MaxCPS = cmpOr(cfg.MaxCPS, DefaultLoopMaxCPS)
-	cfg.WriteLimit = cmpOr(cfg.WriteLimit, DefaultWriteRepLimit)
-	cfg.ReadLimit = cmpOr(cfg.ReadLimit, DefaultReadRepLimit)
-	cfg.DeleteLimit = cmpOr(cfg.DeleteLimit, DefaultDeleteLimit)
-	cfg.ReplicateTimeout = cmpOr(cfg.ReplicateTimeout, DefaultReplicateTimeout)
+	cfg.Interval = cmp.Or(cfg.Interval, DefaultLoopInterval)
+	cfg.MaxCPS = cmp.Or(cfg.MaxCPS, DefaultLoopMaxCPS)
+	cfg.WriteLimit = cmp.Or(cfg.WriteLimit, DefaultWriteRepLimit)
+	cfg.ReadLimit = cmp.Or(cfg.ReadLimit, DefaultReadRepLimit)
+	cfg.DeleteLimit = cmp.Or(cfg.DeleteLimit, DefaultDeleteLimit)
+	cfg.ReplicateTimeout = cmp.Or(cfg.ReplicateTimeout, DefaultReplicateTimeout)
 	if cfg.Logger == nil {
 		cfg.Logger = srv.log
 	}
@@ -153,14 +154,6 @@ func NewReplicator(srv *Server, cfg ReplicatorConfig) (*Replicator, error) {
 		staleLock: map[uint64]time.Time{}, seenLock: map[uint64]bool{}, inflight: map[uint64]int{},
 		done: make(chan finished, 1024),
 	}, nil
-}
-
-func cmpOr[T comparable](v, def T) T {
-	var zero T
-	if v == zero {
-		return def
-	}
-	return v
 }
 
 // Status returns the last complete pass's findings and the counters.
@@ -277,6 +270,8 @@ func (x *Replicator) scan(budget int) (items []item, passDone bool) {
 			if e != 0 || a.Type != meta.TypeFile {
 				continue
 			}
+			// A chunk belongs to one file (meta shares none), so its
+			// goal is that file's.
 			refs, _ := st.FileChunks(ino)
 			for i, ref := range refs {
 				if ref.ID != 0 {

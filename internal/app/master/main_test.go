@@ -127,6 +127,11 @@ func TestBadConfigRefused(t *testing.T) {
 	if !containsAll(string(errb), "COMMIT_MODE", "maybe") {
 		t.Fatalf("error does not name the setting: %s", errb)
 	}
+	os.WriteFile(cfg, []byte("CHUNKS_WRITE_REP_LIMIT = 0\n"), 0o644)
+	errb = nil
+	if code := Main(context.Background(), []string{"mfsmaster", "-c", cfg, "-d", dir}, &out, &errb); code != 1 || !containsAll(string(errb), "CHUNKS_WRITE_REP_LIMIT", "at least 1") {
+		t.Fatalf("exit %d for a replication limit of 0: %s", code, errb)
+	}
 	os.WriteFile(cfg, []byte("DATA_PAHT = /x\n"), 0o644)
 	errb = nil
 	if code := Main(context.Background(), []string{"mfsmaster", "-c", cfg}, &out, &errb); code != 1 || !containsAll(string(errb), "mfsmaster.cfg:1", "DATA_PAHT") {

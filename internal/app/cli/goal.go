@@ -30,7 +30,7 @@ func GetGoal(path string) (replication.Goal, error) {
 	buf := make([]byte, 16)
 	n, err := syscall.Getxattr(path, GoalXattr, buf)
 	if err != nil {
-		return replication.Goal{}, goalErr(path, err)
+		return replication.Goal{}, goalErr("get goal", path, err)
 	}
 	g, err := replication.ParseGoal(strings.TrimSuffix(string(buf[:n]), "\n"))
 	if err != nil {
@@ -46,16 +46,21 @@ func SetGoal(path string, g replication.Goal) error {
 		return err
 	}
 	if err := syscall.Setxattr(path, GoalXattr, []byte(g.String()), 0); err != nil {
-		return goalErr(path, err)
+		return goalErr("set goal "+g.String(), path, err)
 	}
 	return nil
 }
 
 // goalErr words an xattr error: a path outside carpfs answers ENOTSUP or
 // ENODATA, which alone would not tell the user what is wrong.
-func goalErr(path string, err error) error {
+// EPERM on a set is the master's refusal: a goal outside the export's
+// mingoal-maxgoal.
+func goalErr(op, path string, err error) error {
+	if errors.Is(err, syscall.EPERM) {
+		return fmt.Errorf("%s: %s: %w (refused by the master: outside the goals the export allows?)", op, path, err)
+	}
 	if !errors.Is(err, syscall.ENOTSUP) && !errors.Is(err, syscall.ENODATA) {
-		return &fs.PathError{Op: "goal", Path: path, Err: err}
+		return &fs.PathError{Op: op, Path: path, Err: err}
 	}
 	var st syscall.Statfs_t
 	if serr := syscall.Statfs(path, &st); serr == nil && st.Type != fuseMagic {

@@ -7,10 +7,12 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/carpfs/carpfs/internal/chunkio"
 	"github.com/carpfs/carpfs/internal/chunkstore"
 	"github.com/carpfs/carpfs/internal/wire"
 )
@@ -30,7 +32,8 @@ type LinkConfig struct {
 	// StateDir holds StateFile (DATA_PATH). Required.
 	StateDir string
 	// Timeout bounds dialing, the handshake and every request to the
-	// master (MASTER_TIMEOUT); 0 means 10 s.
+	// master (MASTER_TIMEOUT), and each read from another chunkserver
+	// when replicating; 0 means 10 s.
 	Timeout time.Duration
 	// Heartbeat is the interval between heartbeats; 0 means Timeout/4.
 	Heartbeat time.Duration
@@ -51,19 +54,22 @@ type LinkConfig struct {
 
 // Link keeps a chunkserver registered with its master: it connects with
 // backoff, registers the chunk list, heartbeats, reports damaged chunks
-// found by a background scrub, and executes the master's commands on the
-// chunk store. It reconnects, and registers again, whenever the
-// connection is lost.
+// found by a background scrub or by the data port, and executes the
+// master's commands on the chunk store, replication included. It
+// reconnects, and registers again, whenever the connection is lost.
 type Link struct {
 	cfg   LinkConfig
 	store *chunkstore.Store
 	log   *slog.Logger
+	pool  *chunkio.Pool // reads replication sources
 
-	mu      sync.Mutex
-	st      state
-	lastErr error
+	mu          sync.Mutex
+	st          state
+	lastErr     error
+	replicating map[uint64]bool // chunks with a CSReplicate accepted
 
-	damaged chan chunkstore.BadChunk
+	damaged  chan chunkstore.BadChunk
+	replicas chan struct{} // one token per copy being made
 }
 
 // NewLink returns a Link for store, loading the persisted term.
@@ -93,7 +99,38 @@ func NewLink(store *chunkstore.Store, cfg LinkConfig) (*Link, error) {
 	if err != nil {
 		return nil, fmt.Errorf("chunkserver: link: %w", err)
 	}
-	return &Link{cfg: cfg, store: store, log: cfg.Logger, st: st, damaged: make(chan chunkstore.BadChunk, 1024)}, nil
+	l := &Link{
+		cfg: cfg, store: store, log: cfg.Logger, st: st,
+		replicating: map[uint64]bool{},
+		damaged:     make(chan chunkstore.BadChunk, 1024),
+		replicas:    make(chan struct{}, maxReplicating),
+	}
+	l.pool = chunkio.NewPool(chunkio.Config{
+		Role: wire.RoleChunkserver, Name: cfg.Name, MetaID: st.MetaID, AuthCode: cfg.AuthCode,
+		Term: l.Term, Timeout: cfg.Timeout, Logger: cfg.Logger,
+	})
+	return l, nil
+}
+
+// MetaID is the file system this chunkserver belongs to, 0 until a
+// master has told it.
+func (l *Link) MetaID() uint64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.st.MetaID
+}
+
+// ReportDamaged queues a report to the master of a copy found damaged
+// (the data port calls it). A report that finds the queue full, or no
+// master, is dropped: the chunk store marks the copy damaged, so the
+// next registration lists it anyway.
+func (l *Link) ReportDamaged(id uint64, version uint32) {
+	// The chunk store has logged the damage already.
+	l.log.Debug("reporting a damaged copy to the master", "chunk", fmt.Sprintf("%016X", id), "version", version)
+	select {
+	case l.damaged <- chunkstore.BadChunk{ID: id, Version: version}:
+	default:
+	}
 }
 
 // Term is the highest master term this chunkserver has seen.
@@ -121,10 +158,12 @@ func (l *Link) setErr(err error) {
 // an error only when the term or metaid cannot be persisted, since going
 // on would forget a fence.
 func (l *Link) Run(ctx context.Context) error {
+	defer l.pool.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	l.dropPartialCopies()
 	if l.cfg.ScrubRate > 0 {
 		wg.Go(func() { l.scrub(ctx) })
 	}
@@ -195,7 +234,10 @@ func (l *Link) session(ctx context.Context) (registered bool, err error) {
 		l.st = nst
 		l.mu.Unlock()
 	}
-	mux := wire.NewMux(conn, wire.MuxConfig{Handler: l.handle})
+	// Replications wait for a turn inside their handlers, up to
+	// maxReplicaQueue of them: the slots above that are always free for
+	// the master's other commands.
+	mux := wire.NewMux(conn, wire.MuxConfig{Handler: l.handle, MaxInFlight: wire.DefaultMaxInFlight + maxReplicaQueue})
 	defer mux.Close()
 	if err := l.register(ctx, mux); err != nil {
 		return false, err
@@ -231,9 +273,10 @@ func (l *Link) call(ctx context.Context, mux *wire.Mux, req wire.Message) error 
 	return mux.CallInto(ctx, req, &wire.Ok{})
 }
 
-// register sends the whole chunk list, in pages.
+// register sends the whole chunk list, in pages; copies being made are
+// not valid yet and left out.
 func (l *Link) register(ctx context.Context, mux *wire.Mux) error {
-	chunks := l.store.List()
+	chunks := slices.DeleteFunc(l.store.List(), func(c chunkstore.ChunkInfo) bool { return c.Version == replicaVersion })
 	total, used, free := l.space()
 	err := l.call(ctx, mux, &wire.CSRegister{
 		Addr: l.cfg.DataAddr, DataCenter: l.cfg.DataCenter, Rack: l.cfg.Rack,
@@ -322,6 +365,13 @@ func (l *Link) handle(ctx context.Context, f wire.Frame) (wire.Message, error) {
 		err = l.store.SetVersion(m.ID, m.Old, m.New)
 	case *wire.CSTruncate:
 		err = l.store.Truncate(m.ID, m.Version, int64(m.Length))
+	case *wire.CSReplicate:
+		// Errors carry their errno already.
+		if err := l.replicate(ctx, m); err != nil {
+			l.log.Warn("replication failed", "chunk", fmt.Sprintf("%016X", m.ID), "version", m.Version, "sources", m.Sources, "err", err)
+			return nil, err
+		}
+		return &wire.Ok{}, nil
 	default:
 		return nil, fmt.Errorf("%s is not a command a chunkserver serves: %w", f.Type, syscall.ENOSYS)
 	}

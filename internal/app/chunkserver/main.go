@@ -1,14 +1,18 @@
 // Package chunkserver is mfschunkserver: it opens the chunk store on the
 // disks of mfshdd.cfg, registers them with the master on port 9420,
-// heartbeats, reports damaged chunks found by a background scrub, and
-// executes the master's commands (create, delete, set version,
-// truncate). A lost master is reconnected with backoff, its host name
-// resolved again each time, and the chunks registered again.
+// heartbeats, reports damaged chunks found by a background scrub or by
+// reads, and executes the master's commands (create, delete, set
+// version, truncate, replicate). A lost master is reconnected with
+// backoff, its host name resolved again each time, and the chunks
+// registered again.
 //
-// The data port (9422) is bound, so that a port conflict is found at
-// start-up and the announced address is real, but nothing is served on
-// it yet: reads, writes and replication are later work, and connections
-// to it are closed at once.
+// The data port (9422, DataServer) serves mounts and other chunkservers:
+// CRC-checked reads, writes that are forwarded down the chain of copies
+// and answered once every copy has them, and fsyncs. Other chunkservers
+// prove AUTH_CODE there; mounts need not. Replication (CSReplicate)
+// reads the chunk from another server's data port and builds the copy
+// under a version the master never uses, so a partial copy is never
+// taken for a valid one (see replicate.go).
 //
 // The highest master term seen and the file system id are kept in
 // DATA_PATH/chunkserver.state (see StateFile), so a restarted
@@ -188,12 +192,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return fmt.Errorf("listen on the data port: %w", err)
 	}
 	defer ln.Close()
-	go refuseData(ln)
 	// Announce the port actually bound (it differs with port 0) and the
 	// configured host, or none: the master then uses the address our
 	// connection comes from.
 	announce := net.JoinHostPort(strings.TrimSuffix(cfg.DataHost, "*"), strconv.Itoa(ln.Addr().(*net.TCPAddr).Port))
-	log.Info("data port bound; no data served yet", "addr", ln.Addr().String())
 
 	ready := false
 	link, err := NewLink(store, LinkConfig{
@@ -213,22 +215,28 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	data := NewDataServer(store, DataConfig{
+		Name: hostname(), AuthCode: []byte(cfg.AuthCode), MetaID: link.MetaID, Term: link.Term,
+		Damaged: link.ReportDamaged, Logger: log,
+	})
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	dataErr := make(chan error, 1)
+	go func() {
+		err := data.Serve(ctx, ln)
+		if err != nil {
+			cancel() // a chunkserver that serves no data must not stay registered
+		}
+		dataErr <- err
+	}()
+	log.Info("serving the data port", "addr", ln.Addr().String())
 	err = link.Run(ctx)
 	_, _ = daemon.SdNotify(false, daemon.SdNotifyStopping)
-	return err
-}
-
-// refuseData closes every connection to the data port until ln closes:
-// nothing serves data yet, and a client is better told at once than left
-// waiting in the listen queue.
-func refuseData(ln net.Listener) {
-	for {
-		nc, err := ln.Accept()
-		if err != nil {
-			return
-		}
-		_ = nc.Close()
+	cancel()
+	if derr := <-dataErr; err == nil {
+		err = derr
 	}
+	return err
 }
 
 // diskSpecs reads the disks from --hdd or from HDD_CONF_FILENAME.

@@ -3,15 +3,20 @@ package chunkserver_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 
 	"github.com/carpfs/carpfs/internal/app/chunkserver"
 	mfsmaster "github.com/carpfs/carpfs/internal/app/master"
+	"github.com/carpfs/carpfs/internal/chunkio"
+	"github.com/carpfs/carpfs/internal/wire"
 )
 
 // syncBuf is a log sink two daemons' goroutines may write at once.
@@ -64,20 +69,32 @@ func TestMainWithMfsmaster(t *testing.T) {
 	waitFor(t, "the master to serve chunkservers", func() bool {
 		return strings.Contains(mlog.String(), "serving chunkservers")
 	})
+	// The disks exist before the chunkserver starts: it refuses missing
+	// ones.
+	for _, d := range []string{"hd1", "hd2"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cdone := make(chan int, 1)
 	go func() {
 		cdone <- chunkserver.Main(ctx, []string{"mfschunkserver", "-c", "../../../packaging/etc/mfschunkserver.cfg",
 			"--hdd", filepath.Join(dir, "hd1") + "," + filepath.Join(dir, "hd2"),
 			"--master", csAddr, "--data-port", "127.0.0.1:0", "-d", filepath.Join(dir, "cs")}, &clog, &clog)
 	}()
-	for _, d := range []string{"hd1", "hd2"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
 	waitFor(t, "the master to log a registration", func() bool {
 		return strings.Contains(mlog.String(), "chunkserver registered")
 	})
+	// The data port answers: a chunk it does not have is ENOENT.
+	m := regexp.MustCompile(`msg="serving the data port" addr=(\S+)`).FindStringSubmatch(clog.String())
+	if m == nil {
+		t.Fatalf("no data port in the chunkserver's log:\n%s", clog.String())
+	}
+	pool := chunkio.NewPool(chunkio.Config{Role: wire.RoleClient, Name: "test"})
+	defer pool.Close()
+	if err := pool.Read(ctx, 1, 1, []string{m[1]}, 0, make([]byte, 10)); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("read from the data port: %v", err)
+	}
 	cancel()
 	if code := <-cdone; code != 0 {
 		t.Errorf("mfschunkserver exit %d\n%s", code, clog.String())

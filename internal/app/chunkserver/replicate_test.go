@@ -169,7 +169,7 @@ func TestReplicateFailure(t *testing.T) {
 func TestReplicateConcurrent(t *testing.T) {
 	reg, maddr := startMaster(t, master.RegistryConfig{Name: "m1"})
 	src := startMember(t, reg, maddr, "src", 0)
-	const timeout = 2 * time.Second
+	const timeout = 3 * time.Second
 	dst := startMember(t, reg, maddr, "dst", timeout)
 	ctx := context.Background()
 	const id, v = 0x55, 4
@@ -219,19 +219,14 @@ func TestReplicateConcurrent(t *testing.T) {
 	if err := reg.Command(ctx, dst.addr, &wire.CSCreate{ID: id + 1, Version: 1}); err != nil {
 		t.Fatal(err)
 	}
-	if d := time.Since(start); d > timeout/2 {
-		t.Errorf("a create during a replication took until %v", d)
-	}
 	waitFor(t, "a heartbeat during the replication", func() bool {
 		s, _ := server(reg, dst.addr)
 		return s.LastHeartbeat.After(before.LastHeartbeat)
 	})
-	if d := time.Since(start); d > timeout/2 {
-		t.Errorf("no heartbeat until %v", d)
-	}
+	// Both happened while the replication still waited for its source.
 	select {
 	case err := <-done:
-		t.Fatalf("the replication ended before its source timed out: %v", err)
+		t.Fatalf("the replication ended (after %v) before the create and a heartbeat got through: %v", time.Since(start), err)
 	default:
 	}
 	if err := <-done; err != nil {

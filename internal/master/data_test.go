@@ -2,14 +2,13 @@ package master_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -30,12 +29,10 @@ import (
 // loop) and real chunkservers on loopback, each a chunk store in a
 // temporary directory.
 //
-// A chunkserver runs in one of two ways. Link mode is the chunkserver's
-// master link (chunkserver.NewLink) over a store the test can read while
-// it runs; its data port is a bound socket that serves nothing. Daemon
-// mode is the whole mfschunkserver (chunkserver.Run), data port included,
-// for the tests that need chunkservers to copy chunks from each other;
-// its store can be read only while it is stopped.
+// A chunkserver is the real one's parts wired as mfschunkserver wires
+// them: its master link (chunkserver.NewLink) and its data port
+// (chunkserver.NewDataServer) over one chunk store, which the test can
+// read while it runs.
 
 // logFor shows the master's and chunkservers' logs with -v.
 func logFor(t *testing.T, side string) *slog.Logger {
@@ -155,99 +152,72 @@ func (c *dataCluster) copies(id uint64) []string {
 
 // testCS is a chunkserver under test.
 type testCS struct {
-	t      *testing.T
-	c      *dataCluster
-	name   string
-	disk   string
-	state  string
-	addr   string // data address
-	daemon bool
-	dc     string
-	rack   string
-	hold   net.Listener // link mode: the data port's socket
+	t     *testing.T
+	c     *dataCluster
+	name  string
+	disk  string
+	state string
+	addr  string // data address
 
 	mu     sync.Mutex
-	store  *chunkstore.Store // link mode, while running
+	store  *chunkstore.Store // while running
 	cancel context.CancelFunc
 	done   chan error
 }
 
-type csOpts struct {
-	daemon   bool
-	dc, rack string
-}
-
 // addCS starts a chunkserver and waits for its registration.
-func (c *dataCluster) addCS(t *testing.T, name string, o csOpts) *testCS {
+func (c *dataCluster) addCS(t *testing.T, name string) *testCS {
 	t.Helper()
-	cs := &testCS{t: t, c: c, name: name, disk: t.TempDir(), state: t.TempDir(), daemon: o.daemon, dc: o.dc, rack: o.rack}
-	if o.daemon {
-		// Run binds the port itself; find a free one for it.
-		ln := listen(t)
-		cs.addr = ln.Addr().String()
-		ln.Close()
-	} else {
-		cs.hold = listen(t)
-		cs.addr = cs.hold.Addr().String()
-		t.Cleanup(func() { cs.hold.Close() })
-	}
+	cs := &testCS{t: t, c: c, name: name, disk: t.TempDir(), state: t.TempDir()}
 	cs.start()
 	t.Cleanup(cs.stop)
 	return cs
 }
 
-// start runs the chunkserver and waits until it is registered.
+// start runs the chunkserver and waits until it is registered. It
+// listens on the data address it had before, if any.
 func (cs *testCS) start() {
 	t := cs.t
 	t.Helper()
+	addr := cs.addr
+	if addr == "" {
+		addr = "127.0.0.1:0"
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs.addr = ln.Addr().String()
+	log := logFor(t, cs.name)
+	store := openStore(t, cs.disk)
+	link, err := chunkserver.NewLink(store, chunkserver.LinkConfig{
+		Master: cs.c.csAddr, DataAddr: cs.addr, Name: cs.name,
+		StateDir: cs.state, Timeout: 5 * time.Second, Heartbeat: 50 * time.Millisecond,
+		ReconnectDelay: 200 * time.Millisecond, Logger: log,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := chunkserver.NewDataServer(store, chunkserver.DataConfig{
+		Name: cs.name, MetaID: link.MetaID, Term: link.Term, Damaged: link.ReportDamaged, Logger: log,
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	log := logFor(t, cs.name)
-	if cs.daemon {
-		host, port, _ := net.SplitHostPort(cs.addr)
-		mhost, mport, _ := net.SplitHostPort(cs.c.csAddr)
-		p, _ := strconv.Atoi(port)
-		mp, _ := strconv.Atoi(mport)
-		cfg := chunkserver.Defaults()
-		cfg.MasterHost, cfg.MasterPort = mhost, uint16(mp)
-		cfg.DataHost, cfg.DataPort = host, uint16(p)
-		cfg.Disks, cfg.DataPath = []string{cs.disk}, cs.state
-		cfg.LeaveFree, cfg.TestSpeed = "0", "0"
-		cfg.MasterTimeout, cfg.ReconnectDelay = 2*time.Second, 200*time.Millisecond
-		cfg.DataCenter, cfg.Rack = cs.dc, cs.rack
-		go func() { done <- chunkserver.Run(ctx, cfg, log) }()
-	} else {
-		store := openStore(t, cs.disk)
-		link, err := chunkserver.NewLink(store, chunkserver.LinkConfig{
-			Master: cs.c.csAddr, DataAddr: cs.addr, DataCenter: cs.dc, Rack: cs.rack, Name: cs.name,
-			StateDir: cs.state, Timeout: 5 * time.Second, Heartbeat: 50 * time.Millisecond,
-			ReconnectDelay: 200 * time.Millisecond, Logger: log,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
+	go func() {
+		dataDone := make(chan error, 1)
+		go func() { dataDone <- data.Serve(ctx, ln) }()
+		err := link.Run(ctx)
+		cancel()
+		err = errors.Join(err, <-dataDone)
 		cs.mu.Lock()
-		cs.store = store
+		cs.store = nil
 		cs.mu.Unlock()
-		go func() {
-			err := link.Run(ctx)
-			cs.mu.Lock()
-			cs.store = nil
-			cs.mu.Unlock()
-			done <- errorsJoin(err, store.Close())
-		}()
-	}
+		done <- errors.Join(err, store.Close())
+	}()
 	cs.mu.Lock()
-	cs.cancel, cs.done = cancel, done
+	cs.store, cs.cancel, cs.done = store, cancel, done
 	cs.mu.Unlock()
 	waitUntil(t, cs.name+" registered", func() bool { return cs.registered() })
-}
-
-func errorsJoin(a, b error) error {
-	if a != nil {
-		return a
-	}
-	return b
 }
 
 func (cs *testCS) registered() bool {
@@ -283,20 +253,16 @@ func openStore(t *testing.T, disk string) *chunkstore.Store {
 	return st
 }
 
-// withStore runs f on the chunkserver's store: the live one in link
-// mode, else the disk opened while the chunkserver is stopped.
+// withStore runs f on the chunkserver's store: the live one while it
+// runs, else its disk opened for f.
 func (cs *testCS) withStore(f func(*chunkstore.Store)) {
 	cs.t.Helper()
 	cs.mu.Lock()
 	st := cs.store
-	running := cs.cancel != nil
 	cs.mu.Unlock()
 	if st != nil {
 		f(st)
 		return
-	}
-	if running {
-		cs.t.Fatalf("chunkserver %s runs as a daemon: stop it to read its store", cs.name)
 	}
 	st = openStore(cs.t, cs.disk)
 	defer st.Close()
@@ -328,16 +294,6 @@ func (cs *testCS) corruptHeader(id uint64) {
 	if _, err := f.WriteAt([]byte("garbage!"), 16); err != nil {
 		t.Fatal(err)
 	}
-}
-
-// servers lists the data addresses of css, sorted.
-func servers(css ...*testCS) []string {
-	var out []string
-	for _, cs := range css {
-		out = append(out, cs.addr)
-	}
-	slices.Sort(out)
-	return out
 }
 
 // writeChunk takes the lease on chunk index of ino, then ends it with

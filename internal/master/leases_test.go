@@ -21,7 +21,7 @@ import (
 // ChunkWriteEnd; the next write raises the version on every copy.
 func TestChunkWriteLease(t *testing.T) {
 	c := startData(t, dataOpts{})
-	css := []*testCS{c.addCS(t, "cs1", csOpts{}), c.addCS(t, "cs2", csOpts{}), c.addCS(t, "cs3", csOpts{}), c.addCS(t, "cs4", csOpts{})}
+	css := []*testCS{c.addCS(t, "cs1"), c.addCS(t, "cs2"), c.addCS(t, "cs3"), c.addCS(t, "cs4")}
 	ctx := testCtx(t)
 	a, b := c.dial(t), c.dial(t)
 	ino := newFile(t, a, "f", 3)
@@ -135,7 +135,7 @@ func TestChunkWriteGoalAndSpace(t *testing.T) {
 		t.Fatalf("ENOSPC message does not say why: %v", err)
 	}
 
-	cs1 := c.addCS(t, "cs1", csOpts{})
+	cs1 := c.addCS(t, "cs1")
 	w := writeChunk(t, cl, ino, 0, 1)
 	if !slices.Equal(w.Servers, []string{cs1.addr}) {
 		t.Fatalf("goal 2 with one usable server: chain %v, want just %s", w.Servers, cs1.addr)
@@ -158,8 +158,8 @@ func TestChunkWriteGoalAndSpace(t *testing.T) {
 func TestLeaseExpiry(t *testing.T) {
 	const lease = 300 * time.Millisecond
 	c := startData(t, dataOpts{lease: lease})
-	c.addCS(t, "cs1", csOpts{})
-	c.addCS(t, "cs2", csOpts{})
+	c.addCS(t, "cs1")
+	c.addCS(t, "cs2")
 	ctx := testCtx(t)
 	a, b := c.dial(t), c.dial(t)
 	ino := newFile(t, a, "f", 0)
@@ -198,7 +198,7 @@ func TestLeaseExpiry(t *testing.T) {
 // it ends by umount or after its grace period.
 func TestLeaseSessionEnd(t *testing.T) {
 	st := startData(t, dataOpts{})
-	st.addCS(t, "cs1", csOpts{})
+	st.addCS(t, "cs1")
 	ctx := testCtx(t)
 	a, b := st.dial(t), st.dial(t)
 	f1 := newFile(t, a, "f1", 1)
@@ -222,7 +222,7 @@ func TestLeaseSessionEnd(t *testing.T) {
 // its grace period ends.
 func TestLeaseSessionExpiry(t *testing.T) {
 	c := startData(t, dataOpts{})
-	c.addCS(t, "cs1", csOpts{})
+	c.addCS(t, "cs1")
 	// A second server on a master with a short session grace.
 	srv, err := master.New(master.Config{Store: c.store, Name: "m2", Chunks: c.reg, SessionGrace: 200 * time.Millisecond})
 	if err != nil {
@@ -254,7 +254,7 @@ func TestLeaseSessionExpiry(t *testing.T) {
 // writer, whose new version fences the old one.
 func TestStaleLock(t *testing.T) {
 	c := startData(t, dataOpts{})
-	cs1, cs2 := c.addCS(t, "cs1", csOpts{}), c.addCS(t, "cs2", csOpts{})
+	cs1, cs2 := c.addCS(t, "cs1"), c.addCS(t, "cs2")
 	ctx := testCtx(t)
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 2)
@@ -285,7 +285,7 @@ func TestStaleLock(t *testing.T) {
 // raising its version (which would make the absent copies stale).
 func TestChunkReadNoCopy(t *testing.T) {
 	c := startData(t, dataOpts{})
-	cs1 := c.addCS(t, "cs1", csOpts{})
+	cs1 := c.addCS(t, "cs1")
 	ctx := testCtx(t)
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 1)
@@ -312,7 +312,7 @@ func TestChunkReadNoCopy(t *testing.T) {
 // chunk's version rises on the others) and its copy deleted.
 func TestWriteEndBad(t *testing.T) {
 	c := startData(t, dataOpts{})
-	css := []*testCS{c.addCS(t, "cs1", csOpts{}), c.addCS(t, "cs2", csOpts{}), c.addCS(t, "cs3", csOpts{})}
+	css := []*testCS{c.addCS(t, "cs1"), c.addCS(t, "cs2"), c.addCS(t, "cs3")}
 	ctx := testCtx(t)
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 3)
@@ -344,7 +344,7 @@ func TestWriteEndBad(t *testing.T) {
 // metadata; a chunk being written makes the truncation EBUSY.
 func TestTruncateChunks(t *testing.T) {
 	c := startData(t, dataOpts{})
-	css := []*testCS{c.addCS(t, "cs1", csOpts{}), c.addCS(t, "cs2", csOpts{})}
+	css := []*testCS{c.addCS(t, "cs1"), c.addCS(t, "cs2")}
 	ctx := testCtx(t)
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 2)
@@ -399,7 +399,7 @@ func TestTruncateChunks(t *testing.T) {
 // TestReadOnlyData: a read-only export reads chunks but takes no lease.
 func TestReadOnlyData(t *testing.T) {
 	c := startData(t, dataOpts{})
-	c.addCS(t, "cs1", csOpts{})
+	c.addCS(t, "cs1")
 	ctx := testCtx(t)
 	rw := c.dial(t)
 	ino := newFile(t, rw, "f", 1)
@@ -426,4 +426,52 @@ func TestReadOnlyData(t *testing.T) {
 	wantErrno(t, "read-only write", err, syscall.EROFS)
 	err = ro.ChunkWriteEnd(ctx, user, ino, 1, 10, nil)
 	wantErrno(t, "read-only write end", err, syscall.EROFS)
+}
+
+// TestChunkWriteRace: sessions racing for a new chunk create it once;
+// one gets the lease, the others EBUSY, and a session racing with
+// itself gets one lease twice.
+func TestChunkWriteRace(t *testing.T) {
+	c := startData(t, dataOpts{})
+	c.addCS(t, "cs1")
+	c.addCS(t, "cs2")
+	ctx := testCtx(t)
+	cls := []*client.Client{c.dial(t), c.dial(t), c.dial(t)}
+	ino := newFile(t, cls[0], "f", 2)
+	type result struct {
+		who int
+		ci  wire.ChunkInfo
+		err error
+	}
+	res := make(chan result, 6)
+	for i := range 6 {
+		go func() {
+			ci, err := cls[i%3].ChunkWrite(ctx, user, ino, 0)
+			res <- result{i % 3, ci, err}
+		}()
+	}
+	winner := -1
+	var first wire.ChunkInfo
+	for range 6 {
+		r := <-res
+		switch {
+		case errors.Is(r.err, syscall.EBUSY):
+		case r.err != nil:
+			t.Fatalf("session %d: %v", r.who, r.err)
+		case winner == -1:
+			winner, first = r.who, r.ci
+		case r.who != winner:
+			t.Fatalf("sessions %d and %d both got the lease", winner, r.who)
+		case r.ci.ID != first.ID || r.ci.Version != first.Version:
+			t.Fatalf("one session, two leases: %+v and %+v", first, r.ci)
+		}
+	}
+	if winner < 0 || c.srv.Leases() != 1 || first.Version != 1 {
+		t.Fatalf("winner %d, %d leases, %+v", winner, c.srv.Leases(), first)
+	}
+	var chunks uint64
+	c.store.Read(func(s *meta.State) { chunks = s.Stats().Chunks })
+	if chunks != 1 {
+		t.Fatalf("%d chunks created", chunks)
+	}
 }

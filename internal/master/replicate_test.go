@@ -1,6 +1,7 @@
 package master_test
 
 import (
+	"bytes"
 	"context"
 	"slices"
 	"testing"
@@ -42,7 +43,7 @@ func holders(id uint64, version uint32, css ...*testCS) []string {
 // but not while the chunk is being written.
 func TestReplicationOvergoal(t *testing.T) {
 	c := startData(t, dataOpts{rep: fastLoop()})
-	css := []*testCS{c.addCS(t, "cs1", csOpts{}), c.addCS(t, "cs2", csOpts{}), c.addCS(t, "cs3", csOpts{})}
+	css := []*testCS{c.addCS(t, "cs1"), c.addCS(t, "cs2"), c.addCS(t, "cs3")}
 	ctx := testCtx(t)
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 3)
@@ -75,7 +76,7 @@ func TestReplicationOrphans(t *testing.T) {
 	cfg := fastLoop()
 	cfg.DeleteLimit = 1
 	c := startData(t, dataOpts{rep: cfg})
-	cs1 := c.addCS(t, "cs1", csOpts{})
+	cs1 := c.addCS(t, "cs1")
 	cs1.stop()
 	const base = 1 << 40
 	cs1.withStore(func(st *chunkstore.Store) {
@@ -104,7 +105,7 @@ func TestReplicationOrphans(t *testing.T) {
 	if last := c.rep.Status().Ticks; last-first < 2 {
 		t.Fatalf("five deletions from one server in %d ticks, with a limit of one per tick", last-first)
 	}
-	cs2 := c.addCS(t, "cs2", csOpts{})
+	cs2 := c.addCS(t, "cs2")
 	ctx := testCtx(t)
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 2)
@@ -126,7 +127,7 @@ func TestReplicationOrphans(t *testing.T) {
 // away) is deleted once the valid copies meet the goal.
 func TestReplicationStale(t *testing.T) {
 	c := startData(t, dataOpts{rep: fastLoop()})
-	cs1, cs2 := c.addCS(t, "cs1", csOpts{}), c.addCS(t, "cs2", csOpts{})
+	cs1, cs2 := c.addCS(t, "cs1"), c.addCS(t, "cs2")
 	ctx := testCtx(t)
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 2)
@@ -155,7 +156,7 @@ func TestReplicationStale(t *testing.T) {
 // and nothing of it is deleted when a stale copy is all that comes back.
 func TestReplicationLost(t *testing.T) {
 	c := startData(t, dataOpts{rep: fastLoop()})
-	cs1, cs2 := c.addCS(t, "cs1", csOpts{}), c.addCS(t, "cs2", csOpts{})
+	cs1, cs2 := c.addCS(t, "cs1"), c.addCS(t, "cs2")
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 2)
 	w := writeChunk(t, cl, ino, 0, 10)
@@ -180,7 +181,7 @@ func TestReplicationLost(t *testing.T) {
 func TestReplicationStaleLock(t *testing.T) {
 	const lease = 500 * time.Millisecond
 	c := startData(t, dataOpts{rep: fastLoop(), lease: lease})
-	c.addCS(t, "cs1", csOpts{})
+	c.addCS(t, "cs1")
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 1)
 	writeChunk(t, cl, ino, 0, 10)
@@ -192,5 +193,182 @@ func TestReplicationStaleLock(t *testing.T) {
 	waitUntil(t, "stale lock cleared", func() bool { return !c.chunkRef(ino, 0).Locked })
 	if d := time.Since(locked); d < lease {
 		t.Fatalf("lock cleared after %s, before a lease time (%s)", d, lease)
+	}
+}
+
+// fill writes data into every copy of chunk id at version, as a mount's
+// write through the chain would, and returns it.
+func fill(t *testing.T, id uint64, version uint32, n int, css ...*testCS) []byte {
+	t.Helper()
+	data := make([]byte, n)
+	for i := range data {
+		data[i] = byte(i*7 + int(id))
+	}
+	for _, cs := range css {
+		if _, ok := cs.chunk(id); !ok {
+			continue
+		}
+		cs.withStore(func(st *chunkstore.Store) {
+			if err := st.WriteAt(id, version, data, 0); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+	return data
+}
+
+// sameData checks that cs's copy of id at version holds data.
+func sameData(t *testing.T, cs *testCS, id uint64, version uint32, data []byte) {
+	t.Helper()
+	got := make([]byte, len(data))
+	cs.withStore(func(st *chunkstore.Store) {
+		if _, err := st.ReadAt(id, version, got, 0); err != nil {
+			t.Fatalf("%s: read chunk %016X: %v", cs.name, id, err)
+		}
+	})
+	if !bytes.Equal(got, data) {
+		t.Fatalf("%s: the copy of chunk %016X differs from the source", cs.name, id)
+	}
+}
+
+// TestReplicationServerDown: the chunks of a server that went away are
+// copied to the others, no more than the write limit at a time per
+// target, until every chunk is at its goal again.
+func TestReplicationServerDown(t *testing.T) {
+	cfg := fastLoop()
+	cfg.WriteLimit = 1
+	c := startData(t, dataOpts{rep: cfg})
+	css := []*testCS{c.addCS(t, "cs1"), c.addCS(t, "cs2"), c.addCS(t, "cs3"), c.addCS(t, "cs4")}
+	cl := c.dial(t)
+	ino := newFile(t, cl, "f", 2)
+	var ws []wire.ChunkInfo
+	var data [][]byte
+	for i := range uint32(8) {
+		w := writeChunk(t, cl, ino, i, uint64(i+1)*meta.ChunkSize)
+		ws = append(ws, w)
+		data = append(data, fill(t, w.ID, 1, 100000+int(i), css...))
+	}
+	if st := c.settle(t); st.Undergoal != 0 || st.Chunks != 8 {
+		t.Fatalf("at goal: %+v", st)
+	}
+	// The server holding the most chunks goes.
+	down := css[0]
+	for _, cs := range css {
+		if len(holdersOf(ws, cs)) > len(holdersOf(ws, down)) {
+			down = cs
+		}
+	}
+	lost := holdersOf(ws, down)
+	down.stop()
+	rest := slices.DeleteFunc(slices.Clone(css), func(cs *testCS) bool { return cs == down })
+
+	peak := 0
+	waitUntil(t, "chunks back at goal", func() bool {
+		st := c.rep.Status()
+		peak = max(peak, st.InFlight)
+		for _, w := range ws {
+			if len(holders(w.ID, 1, rest...)) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+	if peak > len(rest) {
+		t.Fatalf("%d replications at once to %d servers with a limit of 1 each", peak, len(rest))
+	}
+	st := c.settle(t)
+	if st.Undergoal != 0 || st.Replicated != uint64(len(lost)) || st.Failed != 0 {
+		t.Fatalf("after re-replication of %d chunks: %+v", len(lost), st)
+	}
+	for i, w := range ws {
+		for _, cs := range rest {
+			if _, ok := cs.chunk(w.ID); ok {
+				sameData(t, cs, w.ID, 1, data[i])
+			}
+		}
+	}
+	// The server comes back: its copies are surplus now, and go.
+	down.start()
+	waitUntil(t, "surplus copies deleted", func() bool {
+		for _, w := range ws {
+			if len(c.reg.Copies(w.ID)) != 2 {
+				return false
+			}
+		}
+		return true
+	})
+}
+
+// holdersOf returns the chunks of ws that cs holds.
+func holdersOf(ws []wire.ChunkInfo, cs *testCS) []uint64 {
+	var out []uint64
+	for _, w := range ws {
+		if slices.Contains(w.Servers, cs.addr) {
+			out = append(out, w.ID)
+		}
+	}
+	return out
+}
+
+// TestReplicationAfterBadWrite: a server a writer named bad loses its
+// copy, and the loop makes a new one elsewhere from the good copies.
+func TestReplicationAfterBadWrite(t *testing.T) {
+	c := startData(t, dataOpts{rep: fastLoop()})
+	css := []*testCS{c.addCS(t, "cs1"), c.addCS(t, "cs2"), c.addCS(t, "cs3")}
+	ctx := testCtx(t)
+	cl := c.dial(t)
+	ino := newFile(t, cl, "f", 2)
+	w := must[wire.ChunkInfo](t, "write")(cl.ChunkWrite(ctx, user, ino, 0))
+	data := fill(t, w.ID, 1, 300000, css...)
+	bad := w.Servers[0]
+	noErr(t, "write end", cl.ChunkWriteEnd(ctx, user, ino, w.ID, 300000, []string{bad}))
+	waitUntil(t, "chunk back at goal", func() bool { return len(holders(w.ID, 2, css...)) == 2 })
+	for _, cs := range css {
+		if _, ok := cs.chunk(w.ID); ok {
+			sameData(t, cs, w.ID, 2, data)
+		}
+	}
+	if st := c.settle(t); st.Undergoal != 0 || st.Invalid != 0 {
+		t.Fatalf("after the repair: %+v", st)
+	}
+}
+
+// TestReplicationDamaged: a damaged copy is replaced from a good one,
+// then deleted; until then readers are not sent to it.
+func TestReplicationDamaged(t *testing.T) {
+	c := startData(t, dataOpts{rep: fastLoop()})
+	css := []*testCS{c.addCS(t, "cs1"), c.addCS(t, "cs2"), c.addCS(t, "cs3")}
+	ctx := testCtx(t)
+	cl := c.dial(t)
+	ino := newFile(t, cl, "f", 2)
+	w := writeChunk(t, cl, ino, 0, 70000)
+	data := fill(t, w.ID, 1, 70000, css...)
+	var sick, good *testCS
+	for _, cs := range css {
+		if _, ok := cs.chunk(w.ID); ok {
+			if sick == nil {
+				sick = cs
+			} else {
+				good = cs
+			}
+		}
+	}
+	sick.stop()
+	sick.corruptHeader(w.ID)
+	sick.start()
+	if ci := must[wire.ChunkInfo](t, "read")(cl.ChunkRead(ctx, user, ino, 0)); slices.Contains(ci.Servers, sick.addr) || !slices.Contains(ci.Servers, good.addr) {
+		t.Fatalf("read sends to %v; damaged on %s", ci.Servers, sick.addr)
+	}
+	waitUntil(t, "damaged copy replaced and deleted", func() bool {
+		_, has := sick.chunk(w.ID)
+		return !has && len(holders(w.ID, 1, css...)) == 2
+	})
+	for _, cs := range css {
+		if cs != sick {
+			sameData(t, cs, w.ID, 1, data)
+		}
+	}
+	if st := c.settle(t); st.Invalid != 0 || st.Undergoal != 0 || st.Replicated != 1 || st.Deleted != 1 {
+		t.Fatalf("after the repair: %+v", st)
 	}
 }

@@ -79,6 +79,9 @@ import (
 // mutations and locked reads. *metastore.Store is the real one.
 type Store interface {
 	Do(ctx context.Context, op meta.Op) (meta.Result, error)
+	// DoLazy applies op without waiting for it to be durable: for
+	// bookkeeping whose loss in a crash harms nothing acknowledged.
+	DoLazy(op meta.Op) (meta.Result, error)
 	Read(f func(s *meta.State))
 	MetaID() uint64
 }

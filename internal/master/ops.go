@@ -116,8 +116,13 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 		}
 		ino := uint32(res.Val[0])
 		if m.Open {
-			if _, err := r.do(ctx, &meta.Open{Session: r.ss.id, Inode: ino}); err != nil {
-				return nil, err
+			// Holding the new file open is bookkeeping (see Open below).
+			res, err := store.DoLazy(&meta.Open{Session: r.ss.id, Inode: ino})
+			switch {
+			case err != nil:
+				return nil, fmt.Errorf("open %d: %w: %w", ino, err, syscall.EIO)
+			case !res.Ok():
+				return nil, fmt.Errorf("open %d: %w", ino, res.Err)
 			}
 		}
 		return r.entry(ino)
@@ -196,8 +201,11 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 			return nil, fmt.Errorf("open %d for writing: the export (line %d) is read-only: %w", m.Inode, r.ss.exp.Line, errReadOnly)
 		}
 		// Holding a file open is bookkeeping, not a change to the file,
-		// so read-only sessions record it too.
-		res, err := store.Do(ctx, &meta.Open{Session: r.ss.id, Inode: ino})
+		// so read-only sessions record it too, and it is answered without
+		// waiting for the changelog flush: a crash that loses it only lets
+		// an unlinked file go before its last close, while anything
+		// acknowledged after it is flushed with it.
+		res, err := store.DoLazy(&meta.Open{Session: r.ss.id, Inode: ino})
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("open %d: %w: %w", m.Inode, err, syscall.EIO)
@@ -207,7 +215,7 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 		return r.entry(ino)
 
 	case *wire.Release:
-		res, err := store.Do(ctx, &meta.Release{Session: r.ss.id, Inode: r.in(m.Inode)})
+		res, err := store.DoLazy(&meta.Release{Session: r.ss.id, Inode: r.in(m.Inode)})
 		switch {
 		case err != nil:
 			return nil, fmt.Errorf("release %d: %w: %w", m.Inode, err, syscall.EIO)

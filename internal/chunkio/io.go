@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
@@ -12,7 +13,8 @@ import (
 )
 
 // Read fills buf with the chunk's bytes at off, from the first of
-// servers that answers correctly: a piece that fails on one server, for
+// servers (starting at a random one) that answers correctly: a piece
+// that fails on one server, for
 // any reason (down, ESTALE, ENOENT, EBADMSG for a damaged block), is
 // asked of the next. Bytes past the copy's data read as zeros. Reads of
 // more than wire.CSMaxIO are split into requests issued together. When
@@ -26,10 +28,17 @@ func (p *Pool) Read(ctx context.Context, id uint64, version uint32, servers []st
 	}
 	todo := split(len(buf))
 	var errs []error
-	for _, addr := range servers {
+	// Start at a random copy: reads spread over the copies, and a damaged
+	// one is found by readers rather than only by the scrub.
+	first := 0
+	if len(servers) > 1 {
+		first = rand.IntN(len(servers))
+	}
+	for i := range servers {
 		if len(todo) == 0 {
 			break
 		}
+		addr := servers[(first+i)%len(servers)]
 		failed, _, err := p.readPieces(ctx, addr, id, version, off, buf, todo)
 		if err != nil {
 			errs = append(errs, fmt.Errorf("server %s: %w", addr, err))

@@ -217,6 +217,8 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	if o.authCode != "" {
 		o.masterCfg += "AUTH_CODE = " + o.authCode + "\n"
 	}
+	// Replicate soon after a start: the tests kill servers within seconds.
+	o.masterCfg += "REPLICATIONS_DELAY_INIT = 2\n"
 	c.exports = filepath.Join(c.dir, "mfsexports.cfg")
 	c.masterCfg = filepath.Join(c.dir, "mfsmaster.cfg")
 	if err := os.WriteFile(c.exports, []byte(o.exports), 0o644); err != nil {

@@ -194,10 +194,18 @@ func checkGone(t *testing.T, st *State) {
 		if p.Alive() {
 			t.Errorf("%s (pid %d) still runs", p.Name, p.PID)
 		}
-		if _, err := os.Stat(fmt.Sprintf("/proc/%d", p.PID)); err == nil {
-			if start, _, err := procIdentity(p.PID); err == nil && start == p.Start {
-				t.Errorf("%s (pid %d) still exists (a zombie?)", p.Name, p.PID)
+		// An orphan's exit is reaped by init, a moment later.
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			start, _, err := procIdentity(p.PID)
+			if err != nil || start != p.Start {
+				break
 			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s (pid %d) still exists 10 s after it ended (a zombie nobody reaps?)", p.Name, p.PID)
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
 		}
 	}
 	if m, ok, err := mountAt(st.Mount); err != nil || ok {

@@ -160,11 +160,15 @@ func unmountOnce(dir string, lazy bool) error {
 // errNoFUSE explains what to install when FUSE is missing.
 var errNoFUSE = errors.New("FUSE is not available: install it with `apt-get install fuse3` (Debian, Ubuntu; as root) or your system's fuse3 package, and run again")
 
-// checkFUSE reports a machine that cannot mount: no /dev/fuse or no
-// fusermount3, which go-fuse mounts through.
+// checkFUSE reports a machine that cannot mount: no /dev/fuse, or, for
+// a user other than root (who mounts with mount(2) directly), no
+// fusermount3 to mount through.
 func checkFUSE() error {
 	if _, err := os.Stat("/dev/fuse"); err != nil {
 		return fmt.Errorf("%w (/dev/fuse: %v)", errNoFUSE, err)
+	}
+	if os.Geteuid() == 0 {
+		return nil
 	}
 	if _, err := exec.LookPath("fusermount3"); err != nil {
 		if _, err2 := exec.LookPath("fusermount"); err2 != nil {

@@ -473,7 +473,8 @@ func TestReadAhead(t *testing.T) {
 	}
 }
 
-// TestReadRetry: a failed read is retried with a fresh location.
+// TestReadRetry: a failed read is retried with fresh locations, then
+// fails with EIO.
 func TestReadRetry(t *testing.T) {
 	fc := newFake(testChunk)
 	e := newEngine(t, fc, nil)
@@ -485,15 +486,15 @@ func TestReadRetry(t *testing.T) {
 	if err := f.Flush(ctx(t)); err != nil {
 		t.Fatal(err)
 	}
-	fc.readFail = 1
+	fc.readFail = readAttempts - 1
 	buf := make([]byte, 10)
 	n, err := f.Read(ctx(t), &Stream{}, 0, buf)
 	if err != nil || string(buf[:n]) != "data" {
-		t.Fatalf("read after one failure: %q, %v", buf[:n], err)
+		t.Fatalf("read after %d failures: %q, %v", readAttempts-1, buf[:n], err)
 	}
-	fc.readFail = 2
+	fc.readFail = readAttempts
 	if _, err := f.Read(ctx(t), &Stream{}, 0, buf); !errors.Is(err, syscall.EIO) {
-		t.Fatalf("read failing twice: %v, want EIO", err)
+		t.Fatalf("read failing every time: %v, want EIO", err)
 	}
 }
 

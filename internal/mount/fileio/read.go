@@ -5,7 +5,11 @@ import (
 	"fmt"
 	"sync"
 	"syscall"
+	"time"
 )
+
+// readAttempts is how often a chunk read is tried.
+const readAttempts = 5
 
 // Stream is one open handle's reading state: where it read last and how
 // far ahead it fetches. It is safe for concurrent use.
@@ -110,7 +114,9 @@ func (f *File) settleRange(ctx context.Context, off, n uint64) error {
 			}
 			lo := uint32(max(off, idx*cs) - idx*cs)
 			hi := uint32(min(off+n, (idx+1)*cs) - idx*cs)
-			if c.dirty.overlaps(lo, hi) || c.inflight.overlaps(lo, hi) {
+			// A lease being taken changes the chunk's version: the
+			// master may have no copy at either for a moment.
+			if c.leasing || c.dirty.overlaps(lo, hi) || c.inflight.overlaps(lo, hi) {
 				return true
 			}
 		}
@@ -168,14 +174,26 @@ func (f *File) readDirect(ctx context.Context, off uint64, buf []byte) error {
 	return nil
 }
 
-// readChunk reads buf at coff of chunk index. A failure is retried once
-// with a fresh location: the chunk may have moved or changed version.
+// readChunk reads buf at coff of chunk index. A failure is retried with
+// a fresh location a few times over about a second: the chunk may have
+// moved, changed version, or be between versions while a writer takes
+// its lease.
 func (f *File) readChunk(ctx context.Context, index, coff uint32, buf []byte) error {
 	var err error
-	for attempt := 0; attempt < 2; attempt++ {
+	for attempt := 1; attempt <= readAttempts; attempt++ {
+		if attempt > 1 {
+			f.e.forget(f.ino, index)
+			t := time.NewTimer(backoff(attempt))
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return fmt.Errorf("read chunk %d of inode %d: %w", index, f.ino, syscall.EINTR)
+			case <-t.C:
+			}
+		}
 		var l chunkLoc
-		if l, err = f.locate(ctx, index, false); err != nil {
-			return err
+		if l, err = f.locate(ctx, index, attempt > 1); err != nil {
+			continue
 		}
 		if l.id == 0 {
 			clear(buf)
@@ -183,10 +201,6 @@ func (f *File) readChunk(ctx context.Context, index, coff uint32, buf []byte) er
 		}
 		if err = f.e.cfg.Data.Read(ctx, l.id, l.version, l.servers, coff, buf); err == nil {
 			return nil
-		}
-		f.e.forget(f.ino, index)
-		if ctx.Err() != nil {
-			break
 		}
 	}
 	return fmt.Errorf("read chunk %d of inode %d: %w: %w", index, f.ino, err, syscall.EIO)

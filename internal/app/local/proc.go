@@ -56,6 +56,16 @@ func procIdentity(pid int) (start uint64, args []string, err error) {
 	return start, args, nil
 }
 
+// zombie reports whether pid has exited and waits to be reaped.
+func zombie(pid int) bool {
+	stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+	return len(f) > 0 && f[0] == "Z"
+}
+
 // Alive reports whether p still runs: its PID exists with the same start
 // time and command line.
 func (p Proc) Alive() bool {
@@ -106,8 +116,16 @@ func startDaemon(name, bin string, args []string, logPath string, exited chan<- 
 	}
 	d := &daemon{Proc: Proc{Name: name, PID: cmd.Process.Pid, Args: cmd.Args, Log: logPath}, cmd: cmd, done: make(chan struct{})}
 	// Read the start time before anyone can reap the child: until Wait,
-	// the PID stays ours even if it exits at once.
-	d.Start, _, _ = procIdentity(d.PID)
+	// the PID stays ours even if it exits at once. The kernel shows the
+	// new command line a moment after exec has returned to us; wait for
+	// it, so that the Proc matches /proc from the start.
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(time.Millisecond) {
+		start, args, err := procIdentity(d.PID)
+		d.Start = start
+		if err != nil || slices.Equal(args, d.Args) || zombie(d.PID) || time.Now().After(deadline) {
+			break
+		}
+	}
 	go func() {
 		d.err = cmd.Wait()
 		close(d.done)

@@ -5,9 +5,9 @@ GOFLAGS ?=
 
 # installed name : source directory
 CMDS := mfsmaster:mfsmaster mfsmetarestore:metarestore mfschunkserver:chunkserver \
-	mfslocal:local mfscli:cli
+	mfslocal:local mfscli:cli mfsmount:mount
 # other names of a binary (argv[0]) : the binary
-ALIASES := mfsgetgoal:mfscli mfssetgoal:mfscli
+ALIASES := mfsgetgoal:mfscli mfssetgoal:mfscli mount.mfs:mfsmount
 
 .PHONY: build test check fuzz bench-meta clean local
 

@@ -8,7 +8,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
 	"sort"
 	"sync"
 	"syscall"
@@ -268,6 +267,15 @@ func TestStatfs(t *testing.T) {
 	if st.Type != 0x65735546 {
 		t.Fatalf("f_type %#x, not FUSE", st.Type)
 	}
+	// The kernel's read-ahead for the mount was raised to 1 MiB.
+	var ms unix.Stat_t
+	if err := unix.Stat(m.dir, &ms); err != nil {
+		t.Fatal(err)
+	}
+	ra, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(ms.Dev), unix.Minor(ms.Dev)))
+	if err != nil || string(bytes.TrimSpace(ra)) != "1024" {
+		t.Fatalf("read_ahead_kb %q, %v; want 1024", ra, err)
+	}
 }
 
 // TestTwoMounts: what one mount writes and closes, another reads at
@@ -319,5 +327,3 @@ func TestSeekData(t *testing.T) {
 		t.Fatalf("SEEK_DATA at the end: %v", err)
 	}
 }
-
-var _ = filepath.Join

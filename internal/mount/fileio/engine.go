@@ -41,8 +41,9 @@
 //
 // Where a chunk's copies are (ChunkRead) is remembered for
 // Config.LocationTTL, and forgotten when a read fails or this mount
-// takes the chunk's lease (which changes its version). A hole (chunk id
-// 0) reads as zeros. Each open file has a Stream that detects sequential
+// takes the chunk's lease (which changes its version); a failed read is
+// tried again with a fresh location, five times over about 1.5 s, before
+// it fails with EIO. A hole (chunk id 0) reads as zeros. Each open file has a Stream that detects sequential
 // reading: after two reads in a row it fetches the following blocks
 // (1 MiB each) in parallel, doubling the window up to Config.ReadAhead,
 // and serves reads from them. Random reads fetch exactly what they ask

@@ -184,10 +184,18 @@ func (s *Server) fileChunk(ino, index uint32) (meta.Attr, meta.ChunkRef, syscall
 }
 
 // chunkRead answers where chunk m.Index of a file can be read.
-func (r *request) chunkRead(m *wire.ChunkRead) (wire.Message, error) {
+func (r *request) chunkRead(ctx context.Context, m *wire.ChunkRead) (wire.Message, error) {
 	s := r.cc.srv
 	ino := r.in(m.Inode)
 	a, ref, e := s.fileChunk(ino, m.Index)
+	if e == 0 && ref.Locked && ref.ID != 0 && len(s.chunks.validCopies(ref.ID, ref.Version)) == 0 {
+		// A write grant may be raising the version on the copies right
+		// now: wait for it (it holds the chunk's key), then look again.
+		if release, err := s.leases.acquire(ctx, chunkKey{ino, m.Index}); err == nil {
+			a, ref, e = s.fileChunk(ino, m.Index)
+			release()
+		}
+	}
 	if e != 0 {
 		return nil, fmt.Errorf("chunk read: inode %d chunk %d: %w", m.Inode, m.Index, e)
 	}

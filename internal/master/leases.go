@@ -225,6 +225,10 @@ func (r *request) chunkWrite(ctx context.Context, m *wire.ChunkWrite) (wire.Mess
 	if err != nil {
 		return nil, err
 	}
+	// The version rose: the copies must follow even if the client's
+	// connection drops now, or none would be valid (the commands have
+	// their own timeout).
+	ctx = context.WithoutCancel(ctx)
 	id, version := res.Val[0], uint32(res.Val[1])
 	var chain []string
 	var errs []error

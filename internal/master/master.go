@@ -66,6 +66,7 @@ import (
 	"net"
 	"net/netip"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/carpfs/carpfs/internal/exports"
@@ -292,9 +293,11 @@ func (s *Server) attach(ss *session, resume bool) (*session, error) {
 	}
 	old := s.sessions[ss.id]
 	if old == nil {
-		var e error
+		// A session the metadata holds but this process never saw: the
+		// master restarted (or took over) since the client opened it.
+		var e syscall.Errno
 		s.store.Read(func(st *meta.State) { _, e = st.SessionOpens(ss.id) })
-		if e != nil {
+		if e != 0 {
 			return nil, fmt.Errorf("resume session %d: it is closed or unknown: %w", ss.id, e)
 		}
 		ss.conns = 1

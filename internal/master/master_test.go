@@ -288,3 +288,43 @@ func TestOperations(t *testing.T) {
 		t.Fatalf("session after goodbye: %v, want closed", e)
 	}
 }
+
+// TestResumeAfterRestart: a master process that never saw a session (it
+// restarted, or took over) lets the client resume it from the metadata.
+func TestResumeAfterRestart(t *testing.T) {
+	c := start(t, "", 0)
+	ctx := testCtx(t)
+	cl := c.dial(t, client.Config{})
+	id := cl.Session()
+	cl.Drop()
+
+	// A second server on the same metadata knows nothing of the session.
+	srv, err := master.New(master.Config{Store: c.store, Name: "m2"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(sctx, ln) }()
+	defer func() { cancel(); <-done }()
+
+	cl2, err := client.Dial(ctx, ln.Addr().String(), client.Config{SessionID: id, Seq: cl.Seq()})
+	if err != nil {
+		t.Fatalf("resume session %d on a restarted master: %v", id, err)
+	}
+	defer cl2.Drop()
+	if cl2.Session() != id {
+		t.Fatalf("resumed as session %d, want %d", cl2.Session(), id)
+	}
+	if _, err := cl2.Create(ctx, user, meta.RootInode, "after", uint8(meta.TypeFile), 0o644, 0, true); err != nil {
+		t.Fatalf("create in the resumed session: %v", err)
+	}
+	// A session the metadata never had is still refused.
+	if _, err := client.Dial(ctx, ln.Addr().String(), client.Config{SessionID: id + 1000}); err == nil {
+		t.Fatal("resumed a session that never existed")
+	}
+}

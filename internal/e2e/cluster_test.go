@@ -119,7 +119,24 @@ func (l *logBuf) String() string {
 	return strings.Join(l.lines, "\n")
 }
 
+// startProc starts a daemon that is killed when the test ends.
 func startProc(t *testing.T, name string, args ...string) *proc {
+	t.Helper()
+	p := spawn(t, name, args...)
+	t.Cleanup(func() { p.finish(t) })
+	return p
+}
+
+// finish kills p and shows its output if the test failed.
+func (p *proc) finish(t *testing.T) {
+	p.kill()
+	if t.Failed() {
+		t.Logf("--- %s (pid %d) output:\n%s", p.name, p.cmd.Process.Pid, p.log)
+	}
+}
+
+// spawn starts a daemon; its caller stops it.
+func spawn(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
 	p := &proc{name: name, cmd: exec.Command(bin(strings.Fields(name)[0]), args...), done: make(chan struct{}), log: newLogBuf()}
 	pr, pw := io.Pipe()
@@ -133,12 +150,6 @@ func startProc(t *testing.T, name string, args ...string) *proc {
 		pw.Close()
 		close(p.done)
 	}()
-	t.Cleanup(func() {
-		p.kill()
-		if t.Failed() {
-			t.Logf("--- %s (pid %d) output:\n%s", name, p.cmd.Process.Pid, p.log)
-		}
-	})
 	return p
 }
 
@@ -187,6 +198,14 @@ type cluster struct {
 	exports    string
 	masterCfg  string
 	authCode   string
+	procs      []*proc // every daemon started, for the cleanup
+}
+
+// start spawns a daemon of the cluster.
+func (c *cluster) start(name string, args ...string) *proc {
+	p := spawn(c.t, name, args...)
+	c.procs = append(c.procs, p)
+	return p
 }
 
 type chunkserver struct {
@@ -217,6 +236,15 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	if o.authCode != "" {
 		o.masterCfg += "AUTH_CODE = " + o.authCode + "\n"
 	}
+	// One cleanup, in order: the mount first (while its master still
+	// answers), then the chunkservers and the master, whichever
+	// incarnations run by then.
+	t.Cleanup(func() {
+		c.unmount()
+		for _, p := range c.procs {
+			p.finish(t)
+		}
+	})
 	// Replicate soon after a start: the tests kill servers within seconds.
 	o.masterCfg += "REPLICATIONS_DELAY_INIT = 2\n"
 	c.exports = filepath.Join(c.dir, "mfsexports.cfg")
@@ -243,7 +271,7 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 }
 
 func (c *cluster) startMaster() {
-	c.master = startProc(c.t, "mfsmaster", "-c", c.masterCfg, "--exports", c.exports,
+	c.master = c.start("mfsmaster", "-c", c.masterCfg, "--exports", c.exports,
 		"-d", filepath.Join(c.dir, "master"), "--listen", c.masterAddr, "--cs-listen", c.csAddr)
 	waitDial(c.t, c.masterAddr, c.master)
 }
@@ -268,7 +296,7 @@ func (c *cluster) startChunkserver(i int, data string) *chunkserver {
 	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
 		c.t.Fatal(err)
 	}
-	p := startProc(c.t, "mfschunkserver "+strconv.Itoa(i), "-c", cfg, "-d", dir, "--hdd", hdd,
+	p := c.start("mfschunkserver "+strconv.Itoa(i), "-c", cfg, "-d", dir, "--hdd", hdd,
 		"--master", c.csAddr, "--data-port", data)
 	return &chunkserver{proc: p, dir: dir, hdd: hdd, data: data}
 }
@@ -313,8 +341,7 @@ func (c *cluster) waitServers(n int) {
 func (c *cluster) mountFS() {
 	c.t.Helper()
 	host, port, _ := net.SplitHostPort(c.masterAddr)
-	c.mount = startProc(c.t, "mfsmount", c.mnt, "-f", "-H", host, "-P", port)
-	c.t.Cleanup(func() { c.unmount() })
+	c.mount = c.start("mfsmount", c.mnt, "-f", "-H", host, "-P", port)
 	eventually(c.t, 30*time.Second, func() error {
 		if !c.mount.running() {
 			c.t.Fatalf("mfsmount exited: %v\n%s", c.mount.err, c.mount.log)
@@ -342,15 +369,28 @@ func (c *cluster) unmount() {
 		c.t.Errorf("mfsmount still runs 20 s after the unmount; killing it")
 		c.mount.kill()
 	}
+	if isMounted(c.mnt) {
+		// A killed mount leaves a dead connection behind.
+		_ = unix.Unmount(c.mnt, unix.MNT_DETACH)
+	}
 	c.mount = nil
 }
 
+// isMounted reports whether dir is a mount point of carpfs, from
+// /proc/self/mountinfo: no system call into the mount, which could hang
+// on a mount whose master is gone.
 func isMounted(dir string) bool {
-	var st unix.Statfs_t
-	if err := unix.Statfs(dir, &st); err != nil {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
 		return false
 	}
-	return st.Type == 0x65735546 // FUSE_SUPER_MAGIC
+	for line := range strings.SplitSeq(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) > 4 && f[4] == dir && strings.Contains(line, " - fuse") {
+			return true
+		}
+	}
+	return false
 }
 
 // eventually retries f until it returns nil or d passes.

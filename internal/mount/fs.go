@@ -98,9 +98,21 @@ func (c reqCtx) Err() error {
 	}
 }
 
-func ctxOf(cancel <-chan struct{}) context.Context {
+//
+// Only waits that may last forever by design (SetLkw) end on an
+// interrupt: see ctxOf.
+func interruptible(cancel <-chan struct{}) context.Context {
 	return reqCtx{Context: context.Background(), cancel: cancel}
 }
+
+// ctxOf is the context of a request that runs to its end whatever the
+// kernel's interrupts say. The kernel interrupts a request whenever the
+// calling thread gets any signal, and programs get signals all the time
+// (Go's runtime preempts with SIGURG every few milliseconds): answering
+// EINTR would fail close(2), fsync(2) and write(2) calls that programs do
+// not retry, for operations that half happened. Requests are bounded by
+// the session's own timeout instead.
+func ctxOf(<-chan struct{}) context.Context { return context.Background() }
 
 func credOf(h *fuse.InHeader) client.Cred {
 	return client.Cred{UID: h.Uid, GID: h.Gid}

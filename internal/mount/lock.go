@@ -82,7 +82,7 @@ func (fs *FS) SetLk(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
 }
 
 func (fs *FS) SetLkw(cancel <-chan struct{}, in *fuse.LkIn) fuse.Status {
-	return fs.setLk(ctxOf(cancel), in, true)
+	return fs.setLk(interruptible(cancel), in, true)
 }
 
 func (fs *FS) setLk(ctx context.Context, in *fuse.LkIn, wait bool) fuse.Status {

@@ -9,7 +9,7 @@ CMDS := mfsmaster:mfsmaster mfsmetarestore:metarestore mfschunkserver:chunkserve
 # other names of a binary (argv[0]) : the binary
 ALIASES := mfsgetgoal:mfscli mfssetgoal:mfscli mount.mfs:mfsmount
 
-.PHONY: build test check fuzz bench-meta clean local
+.PHONY: build test check fuzz bench-meta bench-io clean local
 
 build:
 	@mkdir -p $(BIN)
@@ -64,6 +64,11 @@ fuzz:
 # Metadata core speed and memory, side by side with MooseFS (see bench/README.md).
 bench-meta: build
 	bench/meta.sh
+
+# The file system side by side with MooseFS 3.0.117 (see bench/README.md):
+# mdbench, fio and dd through both mounts, as root. RUNS=1 for a quick pass.
+bench-io: build
+	bench/io.sh
 
 clean:
 	rm -rf $(BIN)

@@ -33,7 +33,7 @@ mounted() { [ "$(stat -f -c %T "$M" 2>/dev/null)" = fuseblk ] || grep -q " $M fu
 # alive PID NAME: PID runs and is the binary NAME (never trust a stale pid file)
 alive() { [ -r "/proc/$1/cmdline" ] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -q "$BIN/$2 "; }
 
-pid_of() { awk -v n="$1" '$1 == n { p = $2 } END { print p }' "$PIDS" 2>/dev/null; }
+pid_of() { [ -f "$PIDS" ] || return 0; awk -v n="$1" '$1 == n { p = $2 } END { print p }' "$PIDS"; }
 
 start() { # NAME LOG ARGS...
 	local n=$1 log=$2

@@ -239,7 +239,7 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 		return r.entry(r.in(m.Inode))
 
 	case *wire.ChunkRead:
-		return r.chunkRead(m)
+		return r.chunkRead(ctx, m)
 
 	case *wire.ChunkWrite:
 		return r.chunkWrite(ctx, m)

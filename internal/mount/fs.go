@@ -98,9 +98,9 @@ func (c reqCtx) Err() error {
 	}
 }
 
-//
-// Only waits that may last forever by design (SetLkw) end on an
-// interrupt: see ctxOf.
+// interruptible is a request context that ends on the kernel's
+// interrupt. Only waits that may last forever by design (SetLkw) use it:
+// see ctxOf.
 func interruptible(cancel <-chan struct{}) context.Context {
 	return reqCtx{Context: context.Background(), cancel: cancel}
 }

@@ -69,17 +69,21 @@ type Store struct {
 	cl    *changelog.Writer
 	term  uint64
 
-	// Group commit: appended is the last version in the changelog buffer,
-	// durable the last one fsynced. cond wakes both the committer (work
-	// to do) and waiters (durable moved).
-	cmu      sync.Mutex
-	cond     *sync.Cond
-	appended uint64
-	durable  uint64
-	failed   error // a failed flush: nothing more may be acknowledged
-	flushes  uint64
-	closing  bool
-	done     chan struct{}
+	// Group commit: appended is the last version in the changelog buffer
+	// that someone needs flushed, durable the last one fsynced. cond wakes
+	// both the committer (work to do) and waiters (durable moved). lazy is
+	// the last version DoLazy appended; lazyTimer, while set, will hand it
+	// to the committer unless a flush for someone else takes it first.
+	cmu       sync.Mutex
+	cond      *sync.Cond
+	appended  uint64
+	durable   uint64
+	lazy      uint64
+	lazyTimer *time.Timer
+	failed    error // a failed flush: nothing more may be acknowledged
+	flushes   uint64
+	closing   bool
+	done      chan struct{}
 }
 
 // ErrClosed is returned by a Store after Close.
@@ -164,10 +168,12 @@ func (st *Store) committer() {
 	st.cmu.Lock()
 	defer st.cmu.Unlock()
 	for {
-		for st.appended == st.durable && !st.closing && st.failed == nil {
+		// durable may pass appended: a flush takes every entry applied,
+		// lazy ones too.
+		for st.appended <= st.durable && !st.closing && st.failed == nil {
 			st.cond.Wait()
 		}
-		if st.failed != nil || (st.closing && st.appended == st.durable) {
+		if st.failed != nil || (st.closing && st.appended <= st.durable) {
 			return
 		}
 		target := st.appended
@@ -236,18 +242,50 @@ func (st *Store) DoMany(ctx context.Context, ops ...meta.Op) ([]meta.Result, err
 	return out, st.waitDurable(ctx, last)
 }
 
-// DoLazy applies op and returns without waiting for the flush, which the
-// committer starts at once. It is for bookkeeping whose loss in a crash
-// harms nothing acknowledged: holding a file open (a lost Open only lets
-// the file be freed sooner) and letting go of it. Whatever is
-// acknowledged durably later is flushed after it, so it never outlives
+// LazyFlushDelay bounds how long a DoLazy entry waits in the changelog
+// buffer for a flush that some durable operation asks for anyway.
+const LazyFlushDelay = 20 * time.Millisecond
+
+// DoLazy applies op and returns without waiting for the flush. It is for
+// bookkeeping whose loss in a crash harms nothing acknowledged: holding a
+// file open (a lost Open only lets the file be freed sooner), letting go
+// of it, unlocking a chunk. Its entry rides along with the next flush an
+// acknowledged operation needs, or is flushed on its own after
+// LazyFlushDelay: a flush of its own at once would make the durable
+// operation that typically follows (a file's write lease after its open)
+// wait for two fdatasyncs instead of one. Whatever is acknowledged
+// durably later is flushed with it or after it, so it never outlives
 // what follows it.
 func (st *Store) DoLazy(op meta.Op) (meta.Result, error) {
 	res, v, err := st.apply(op)
 	if err == nil && res.Ok() {
-		st.noteAppended(v)
+		st.noteLazy(v)
 	}
 	return res, err
+}
+
+// noteLazy records lazy entry v and makes sure a flush takes it within
+// LazyFlushDelay.
+func (st *Store) noteLazy(v uint64) {
+	st.cmu.Lock()
+	defer st.cmu.Unlock()
+	st.lazy = max(st.lazy, v)
+	if st.lazyTimer == nil {
+		st.lazyTimer = time.AfterFunc(LazyFlushDelay, st.flushLazy)
+	}
+}
+
+// flushLazy hands the lazy entries to the committer; a flush since they
+// were appended has already made them durable, and then this asks for
+// nothing.
+func (st *Store) flushLazy() {
+	st.cmu.Lock()
+	defer st.cmu.Unlock()
+	st.lazyTimer = nil
+	if st.lazy > st.appended {
+		st.appended = st.lazy
+		st.cond.Broadcast()
+	}
 }
 
 // apply applies op and appends its entry to the changelog buffer,
@@ -349,6 +387,10 @@ func (st *Store) Flushes() uint64 {
 func (st *Store) Close() error {
 	st.cmu.Lock()
 	st.closing = true
+	if st.lazyTimer != nil {
+		st.lazyTimer.Stop() // the final sync below takes the lazy entries
+		st.lazyTimer = nil
+	}
 	st.cond.Broadcast()
 	st.cmu.Unlock()
 	<-st.done

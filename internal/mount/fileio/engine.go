@@ -72,7 +72,8 @@ type Meta interface {
 }
 
 // Data reads and writes chunk copies on chunkservers; *chunkio.Pool is
-// the real one.
+// the real one. Write must not keep data once it has returned nil: the
+// buffer is reused.
 type Data interface {
 	Read(ctx context.Context, id uint64, version uint32, servers []string, off uint32, buf []byte) error
 	Write(ctx context.Context, id uint64, version uint32, chain []string, off uint32, data []byte) error

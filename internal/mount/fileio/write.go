@@ -138,6 +138,7 @@ func (f *File) Write(ctx context.Context, off int64, data []byte) error {
 	}
 	cs := f.e.cfg.ChunkSize
 	grown := 0
+	stream := off > 0 && uint64(off) == f.localEnd // continues the last write
 	for pos, rest := uint64(off), data; len(rest) > 0; {
 		index := uint32(pos / cs)
 		coff := uint32(pos % cs)
@@ -152,7 +153,7 @@ func (f *File) Write(ctx context.Context, off int64, data []byte) error {
 		}
 		f.last = int64(index)
 		c := f.chunk(index)
-		grown += c.dirty.write(coff, rest[:k], f.e.cfg.PieceSize)
+		grown += c.dirty.write(coff, rest[:k], f.e.cfg.PieceSize, stream)
 		c.release = false
 		f.pumpLocked(c)
 		pos, rest = pos+k, rest[k:]
@@ -277,6 +278,7 @@ func (f *File) send(c *chunk, lease wire.ChunkInfo, p *piece) {
 		c.unsynced = &lease
 		c.failures = 0
 		f.e.unreserve(int64(len(p.data)))
+		p.recycle(f.e.cfg.PieceSize)
 	} else {
 		// The data goes back under whatever was written since, and is
 		// sent again under a new lease.

@@ -11,6 +11,14 @@ import (
 
 var blockPool = sync.Pool{New: func() any { return new([BlockSize]byte) }}
 
+// writebackMin is the smallest write whose pages are sent to the disk at
+// once rather than left for the kernel's writeback or the next Sync: a
+// stream of large writes then keeps the disk busy while it arrives, and
+// the fsync at its end (a client's fsync, a lease's end) waits only for
+// the last of it. Small writes are left alone: for them the system call
+// would cost more than it saves.
+const writebackMin = 1 << 20
+
 // ReadAt reads len(p) bytes of a chunk at off. It reads whole 64 KiB
 // blocks from disk and verifies each one's checksum before any of it is
 // returned; a block that fails is ErrCorrupt (naming chunk and block),
@@ -237,6 +245,9 @@ func (s *Store) write(c *chunk, p []byte, off int64) error {
 			return fmt.Errorf("disk %s: %w (%v)", c.disk.spec.Path, ErrNoSpace, err)
 		}
 		return err
+	}
+	if len(p) >= writebackMin {
+		startWriteback(o.f, HeaderSize+off, int64(len(p)))
 	}
 	copy(o.hdr.crc[first:last+1], crcs[:last-first+1])
 	if end > oldLen {

@@ -80,6 +80,11 @@ func (fs *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out
 		a, err = c.Create(ctx, cr, parent, name, client.TypeFile, uint16(in.Mode&0o7777), 0, true)
 		return err
 	})
+	if err == nil {
+		// A new file has no extended attributes: its first write need not
+		// ask the master for security.capability.
+		fs.noteNoCaps(a.Inode)
+	}
 	if errors.Is(err, syscall.EEXIST) && in.Flags&syscall.O_EXCL == 0 {
 		// Another mount created it since the kernel looked: open it.
 		err = fs.do(ctx, func(c *client.Client) (err error) {

@@ -234,6 +234,33 @@ func TestXattr(t *testing.T) {
 	}
 }
 
+// TestCapsOfNewFile: a file this mount creates is known to have no
+// security.capability (its writes need not ask the master), and setting
+// one through the mount is seen at once all the same.
+func TestCapsOfNewFile(t *testing.T) {
+	needFUSE(t)
+	c := startCluster(t, 1)
+	m := c.mount(nil)
+	p := m.path("f")
+	if err := os.WriteFile(p, []byte("data"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 100)
+	if _, err := unix.Getxattr(p, "security.capability", buf); !errors.Is(err, unix.ENODATA) {
+		t.Fatalf("security.capability of a new file: %v, want ENODATA", err)
+	}
+	// VFS_CAP_REVISION_2 with the effective bit, CAP_NET_BIND_SERVICE (10)
+	// permitted.
+	caps := []byte{1, 0, 0, 2, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0}
+	if err := unix.Setxattr(p, "security.capability", caps, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.Getxattr(p, "security.capability", buf)
+	if err != nil || !bytes.Equal(buf[:n], caps) {
+		t.Fatalf("security.capability after setting it: %x, %v", buf[:n], err)
+	}
+}
+
 // TestStatfs: the chunkservers' space and the file count.
 func TestStatfs(t *testing.T) {
 	needFUSE(t)

@@ -22,7 +22,8 @@ import (
 //     not copy it elsewhere. Other carpfs.* names are reserved.
 //   - security.capability is asked by the kernel before every write to a
 //     file; its absence is remembered for the attribute timeout, so that
-//     writes do not each cost a round trip to the master.
+//     writes do not each cost a round trip to the master. A file this
+//     mount has just created has none, without asking.
 const (
 	goalXattr    = "carpfs.goal"
 	carpfsPrefix = "carpfs."
@@ -69,18 +70,27 @@ func (fs *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string, de
 		v, err = c.GetXattr(ctx, credOf(h), ino, attr)
 		return err
 	})
-	if attr == capsXattr && errors.Is(err, syscall.ENODATA) && fs.attrTTL > 0 {
-		fs.mu.Lock()
-		if len(fs.noCaps) > 1<<16 {
-			clear(fs.noCaps)
-		}
-		fs.noCaps[ino] = time.Now().Add(fs.attrTTL)
-		fs.mu.Unlock()
+	if attr == capsXattr && errors.Is(err, syscall.ENODATA) {
+		fs.noteNoCaps(ino)
 	}
 	if err != nil {
 		return 0, fs.status("getxattr", err)
 	}
 	return xattrOut(v, dest)
+}
+
+// noteNoCaps remembers for the attribute timeout that ino has no
+// security.capability.
+func (fs *FS) noteNoCaps(ino uint32) {
+	if fs.attrTTL <= 0 {
+		return
+	}
+	fs.mu.Lock()
+	if len(fs.noCaps) > 1<<16 {
+		clear(fs.noCaps)
+	}
+	fs.noCaps[ino] = time.Now().Add(fs.attrTTL)
+	fs.mu.Unlock()
 }
 
 func (fs *FS) noCapsCached(ino uint32) bool {

@@ -138,7 +138,13 @@ func (p *proc) finish(t *testing.T) {
 // spawn starts a daemon; its caller stops it.
 func spawn(t *testing.T, name string, args ...string) *proc {
 	t.Helper()
-	p := &proc{name: name, cmd: exec.Command(bin(strings.Fields(name)[0]), args...), done: make(chan struct{}), log: newLogBuf()}
+	return spawnCmd(t, name, bin(strings.Fields(name)[0]), args...)
+}
+
+// spawnCmd starts path with args under the given name.
+func spawnCmd(t *testing.T, name, path string, args ...string) *proc {
+	t.Helper()
+	p := &proc{name: name, cmd: exec.Command(path, args...), done: make(chan struct{}), log: newLogBuf()}
 	pr, pw := io.Pipe()
 	p.cmd.Stdout, p.cmd.Stderr = pw, pw
 	if err := p.cmd.Start(); err != nil {
@@ -204,6 +210,14 @@ type cluster struct {
 // start spawns a daemon of the cluster.
 func (c *cluster) start(name string, args ...string) *proc {
 	p := spawn(c.t, name, args...)
+	c.procs = append(c.procs, p)
+	return p
+}
+
+// startCmd spawns a process of the cluster that is not one of the
+// binaries (a launcher).
+func (c *cluster) startCmd(name, path string, args ...string) *proc {
+	p := spawnCmd(c.t, name, path, args...)
 	c.procs = append(c.procs, p)
 	return p
 }

@@ -8,6 +8,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestMasterKilledMidWrite: writers create, write and fsync files while
@@ -26,6 +28,11 @@ func TestMasterKilledMidWrite(t *testing.T) {
 		stop   atomic.Bool
 		wg     sync.WaitGroup
 	)
+	// The next master is forked now, while this process holds no file of
+	// the mount open: a fork while writers hold some would close them in
+	// the child at exec, and each close waits for the master that the
+	// child is about to become.
+	restart := c.prepareMaster(t)
 	for w := range 4 {
 		dir := filepath.Join(c.mnt, fmt.Sprintf("w%d", w))
 		if err := os.Mkdir(dir, 0o755); err != nil {
@@ -56,7 +63,8 @@ func TestMasterKilledMidWrite(t *testing.T) {
 	c.master.kill()
 	t.Logf("master killed after %d fsynced files", before)
 	time.Sleep(time.Second)
-	c.startMaster()
+	c.master = restart.exec(t)
+	waitDial(t, c.masterAddr, c.master)
 	c.waitServers(len(c.cs))
 	time.Sleep(3 * time.Second) // writers go on against the new master
 	stop.Store(true)
@@ -87,4 +95,34 @@ func TestMasterKilledMidWrite(t *testing.T) {
 	if after == 0 {
 		t.Error("no file could be written after the master came back")
 	}
+}
+
+// pending is a daemon forked ahead of time, waiting on a FIFO to exec.
+type pending struct {
+	p    *proc
+	fifo string
+}
+
+// prepareMaster forks a shell that becomes the cluster's next master
+// when exec is called.
+func (c *cluster) prepareMaster(t *testing.T) *pending {
+	t.Helper()
+	fifo := filepath.Join(c.dir, "start-master")
+	if err := unix.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-c", c.masterCfg, "--exports", c.exports, "-d", filepath.Join(c.dir, "master"),
+		"--listen", c.masterAddr, "--cs-listen", c.csAddr}
+	script := `read go < "$0" && exec "$@"`
+	p := c.startCmd("mfsmaster (restarted)", "/bin/sh", append([]string{"-c", script, fifo, bin("mfsmaster")}, args...)...)
+	return &pending{p: p, fifo: fifo}
+}
+
+// exec lets the pending daemon start.
+func (pd *pending) exec(t *testing.T) *proc {
+	t.Helper()
+	if err := os.WriteFile(pd.fifo, []byte("go\n"), 0); err != nil {
+		t.Fatal(err)
+	}
+	return pd.p
 }

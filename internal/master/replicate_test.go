@@ -185,11 +185,11 @@ func TestReplicationStaleLock(t *testing.T) {
 	cl := c.dial(t)
 	ino := newFile(t, cl, "f", 1)
 	writeChunk(t, cl, ino, 0, 10)
+	locked := time.Now() // no later than the lock itself
 	res, err := c.store.Do(context.Background(), &meta.Write{Inode: ino, Index: 0})
 	if err != nil || !res.Ok() {
 		t.Fatalf("meta write: %v %v", res, err)
 	}
-	locked := time.Now()
 	waitUntil(t, "stale lock cleared", func() bool { return !c.chunkRef(ino, 0).Locked })
 	if d := time.Since(locked); d < lease {
 		t.Fatalf("lock cleared after %s, before a lease time (%s)", d, lease)

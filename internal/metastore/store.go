@@ -57,6 +57,9 @@ type Options struct {
 	// Term is the term entries are written under; it never goes below the
 	// restored state's term.
 	Term uint64
+	// LazyDelay bounds how long a DoLazy entry waits for a flush; 0
+	// means LazyFlushDelay.
+	LazyDelay time.Duration
 }
 
 // Store owns a file system's metadata on one master.
@@ -97,6 +100,9 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 	}
 	if opts.Clock == nil {
 		opts.Clock = time.Now
+	}
+	if opts.LazyDelay <= 0 {
+		opts.LazyDelay = LazyFlushDelay
 	}
 	if opts.ChangelogMaxSize == 0 {
 		opts.ChangelogMaxSize = 1 << 30
@@ -242,8 +248,9 @@ func (st *Store) DoMany(ctx context.Context, ops ...meta.Op) ([]meta.Result, err
 	return out, st.waitDurable(ctx, last)
 }
 
-// LazyFlushDelay bounds how long a DoLazy entry waits in the changelog
-// buffer for a flush that some durable operation asks for anyway.
+// LazyFlushDelay is the default Options.LazyDelay: how long a DoLazy
+// entry waits in the changelog buffer for a flush that some durable
+// operation asks for anyway.
 const LazyFlushDelay = 20 * time.Millisecond
 
 // DoLazy applies op and returns without waiting for the flush. It is for
@@ -271,7 +278,7 @@ func (st *Store) noteLazy(v uint64) {
 	defer st.cmu.Unlock()
 	st.lazy = max(st.lazy, v)
 	if st.lazyTimer == nil {
-		st.lazyTimer = time.AfterFunc(LazyFlushDelay, st.flushLazy)
+		st.lazyTimer = time.AfterFunc(st.opts.LazyDelay, st.flushLazy)
 	}
 }
 

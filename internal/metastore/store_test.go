@@ -258,7 +258,10 @@ func TestDoManyAndLazy(t *testing.T) {
 // LazyFlushDelay passes; on its own, a lazy entry is flushed after the
 // delay.
 func TestLazyRidesAlong(t *testing.T) {
-	st, err := Open(context.Background(), Options{Dir: t.TempDir()})
+	// A delay far longer than a round on a loaded machine, so the shared
+	// flush is told apart from the delayed one without timing luck.
+	const delay = 2 * time.Second
+	st, err := Open(context.Background(), Options{Dir: t.TempDir(), LazyDelay: delay})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -269,34 +272,33 @@ func TestLazyRidesAlong(t *testing.T) {
 		t.Fatal(sres, err)
 	}
 	ino := create(t, st, meta.RootInode, "a")
-	for i := range 20 {
-		before := st.Flushes()
-		start := time.Now()
-		if r, err := st.DoLazy(&meta.Open{Session: sres.Val[0], Inode: ino}); err != nil || !r.Ok() {
-			t.Fatalf("DoLazy: %v %v", r, err)
-		}
-		time.Sleep(LazyFlushDelay / 4) // a flush of its own would be done by now
-		create(t, st, meta.RootInode, fmt.Sprint("b", i))
-		if time.Since(start) >= LazyFlushDelay {
-			continue // too slow a machine to tell the delayed flush from ours
-		}
-		time.Sleep(3 * LazyFlushDelay)
-		if n := st.Flushes() - before; n != 1 {
-			t.Fatalf("a lazy entry and a durable one took %d flushes, want 1", n)
-		}
-		if r, err := st.DoLazy(&meta.Release{Session: sres.Val[0], Inode: ino}); err != nil || !r.Ok() {
-			t.Fatalf("DoLazy: %v %v", r, err)
-		}
-		var v uint64
-		st.Read(func(s *meta.State) { v = s.Version() })
-		deadline := time.Now().Add(10 * time.Second)
-		for st.Durable() < v {
-			if time.Now().After(deadline) {
-				t.Fatalf("a lazy entry (version %d) never became durable (durable %d)", v, st.Durable())
-			}
-			time.Sleep(time.Millisecond)
-		}
-		return
+	before := st.Flushes()
+	start := time.Now()
+	if r, err := st.DoLazy(&meta.Open{Session: sres.Val[0], Inode: ino}); err != nil || !r.Ok() {
+		t.Fatalf("DoLazy: %v %v", r, err)
 	}
-	t.Skip("every round took longer than LazyFlushDelay; cannot check the shared flush here")
+	if st.Flushes() != before {
+		t.Fatal("a lazy entry started a flush of its own")
+	}
+	create(t, st, meta.RootInode, "b")
+	if time.Since(start) >= delay {
+		t.Fatalf("one create took %s, longer than the lazy delay", time.Since(start))
+	}
+	time.Sleep(delay + delay/2)
+	if n := st.Flushes() - before; n != 1 {
+		t.Fatalf("a lazy entry and a durable one took %d flushes, want 1", n)
+	}
+	// On its own, a lazy entry is flushed after the delay.
+	if r, err := st.DoLazy(&meta.Release{Session: sres.Val[0], Inode: ino}); err != nil || !r.Ok() {
+		t.Fatalf("DoLazy: %v %v", r, err)
+	}
+	var v uint64
+	st.Read(func(s *meta.State) { v = s.Version() })
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Durable() < v {
+		if time.Now().After(deadline) {
+			t.Fatalf("a lazy entry (version %d) never became durable (durable %d)", v, st.Durable())
+		}
+		time.Sleep(time.Millisecond)
+	}
 }

@@ -35,6 +35,20 @@ type clientConn struct {
 	sess  *session
 }
 
+// inlineRequest names the requests a client connection serves on its
+// reading goroutine (see wire.MuxConfig.Inline): those answered from
+// memory under the store's read lock, and the opens and releases that
+// DoLazy records without waiting for the disk.
+func inlineRequest(t wire.Type) bool {
+	switch t {
+	case wire.TypePing, wire.TypeLookupName, wire.TypeGetAttr, wire.TypeReadLink, wire.TypeReadDir,
+		wire.TypeGetXattr, wire.TypeListXattr, wire.TypeStatFS, wire.TypeGetGoal,
+		wire.TypeOpen, wire.TypeRelease:
+		return true
+	}
+	return false
+}
+
 // handle serves one request of the mount. Its errors become Error
 // replies carrying the errno they wrap.
 func (cc *clientConn) handle(ctx context.Context, f wire.Frame) (wire.Message, error) {

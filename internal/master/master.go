@@ -263,7 +263,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		return
 	}
 	cc := &clientConn{srv: s, peer: conn.String(), addr: remoteAddr(nc)}
-	err = wire.Serve(ctx, conn, wire.MuxConfig{Handler: cc.handle})
+	err = wire.Serve(ctx, conn, wire.MuxConfig{Handler: cc.handle, Inline: inlineRequest})
 	if err != nil {
 		s.log.Info("client connection lost", "peer", cc.peer, "err", err)
 	}

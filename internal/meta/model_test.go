@@ -831,3 +831,14 @@ func TestModel(t *testing.T) {
 	}
 	t.Logf("%d operations over %d seeds agree with the model", total, len(seeds))
 }
+
+// TestModelCachedListings runs the model with every directory's sorted
+// listing kept between checks: a change to a directory that failed to
+// drop its listing would show as a stale ReadDir.
+func TestModelCachedListings(t *testing.T) {
+	defer func(n int) { listingMinEntries = n }(listingMinEntries)
+	listingMinEntries = 0
+	for _, seed := range []uint64{11, 12} {
+		runModel(t, seed, 5_000, 50)
+	}
+}

@@ -3,7 +3,6 @@ package meta
 import (
 	"maps"
 	"slices"
-	"strings"
 	"syscall"
 )
 
@@ -66,17 +65,18 @@ type DirEntry struct {
 	Type  Type
 }
 
-// ReadDir lists a directory sorted by name, without "." and "..".
+// ReadDir lists a directory sorted by name, without "." and "..". The
+// slice may be shared with later calls: the caller must not change it.
 func (s *State) ReadDir(ino uint32) ([]DirEntry, syscall.Errno) {
 	_, entries, e := s.dir(ino)
 	if e != 0 {
 		return nil, e
 	}
-	out := make([]DirEntry, 0, len(entries))
-	for name, child := range entries {
-		out = append(out, DirEntry{Name: name, Inode: child, Type: s.nodes.at(child).typ})
+	if out, ok := s.listings.get(ino); ok {
+		return out, 0
 	}
-	slices.SortFunc(out, func(a, b DirEntry) int { return strings.Compare(a.Name, b.Name) })
+	out := s.sortedListing(entries)
+	s.listings.put(ino, out)
 	return out, 0
 }
 

@@ -111,6 +111,7 @@ type State struct {
 	nextSess  uint64
 	nfiles    uint64 // live inodes other than directories
 	ndirs     uint64
+	listings  *listings // directories in name order, see ReadDir
 }
 
 // New returns an empty file system with only the root directory, owned by
@@ -138,6 +139,7 @@ func newEmpty(metaid uint64) *State {
 		held:      map[uint32]uint32{},
 		nextChunk: 1,
 		nextSess:  1,
+		listings:  &listings{},
 	}
 	s.nodes.add() // inode 0 is never used
 	return s
@@ -267,6 +269,7 @@ func (s *State) freeNode(ino uint32, t uint32) {
 	switch n.typ {
 	case TypeDir:
 		delete(s.dirs, ino)
+		s.listings.changed(ino)
 		s.ndirs--
 	default:
 		s.nfiles--
@@ -309,6 +312,7 @@ func (s *State) newNode(parent uint32, entries map[string]uint32, name string, n
 	}
 	*s.nodes.at(ino) = n
 	entries[name] = ino
+	s.listings.changed(parent)
 	p.mtime, p.ctime = t, t
 	return ino, 0
 }
@@ -390,6 +394,7 @@ func (o *Link) apply(s *State, t uint32) Result {
 		return fail(syscall.EMLINK)
 	}
 	entries[o.Name] = o.Inode
+	s.listings.changed(o.Parent)
 	n.nlink++
 	n.ctime = t
 	p.mtime, p.ctime = t, t
@@ -438,6 +443,7 @@ func (o *Unlink) apply(s *State, t uint32) Result {
 		return fail(syscall.EISDIR)
 	}
 	delete(entries, o.Name)
+	s.listings.changed(o.Parent)
 	p.mtime, p.ctime = t, t
 	s.dropLink(ino, t)
 	return ok0()
@@ -455,6 +461,7 @@ func (o *Rmdir) apply(s *State, t uint32) Result {
 		return fail(syscall.ENOTEMPTY)
 	}
 	delete(entries, o.Name)
+	s.listings.changed(o.Parent)
 	p.mtime, p.ctime = t, t
 	s.dropDir(ino, o.Parent, t)
 	return ok0()
@@ -525,6 +532,8 @@ func (o *Rename) apply(s *State, t uint32) Result {
 	}
 	delete(sents, o.SrcName)
 	dents[o.DstName] = ino
+	s.listings.changed(o.SrcParent)
+	s.listings.changed(o.DstParent)
 	if n.typ == TypeDir && o.SrcParent != o.DstParent {
 		n.parent = o.DstParent
 		sp.nlink--

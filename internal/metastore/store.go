@@ -73,14 +73,21 @@ type Store struct {
 	term  uint64
 
 	// Group commit: appended is the last version in the changelog buffer
-	// that someone needs flushed, durable the last one fsynced. cond wakes
-	// both the committer (work to do) and waiters (durable moved). lazy is
-	// the last version DoLazy appended; lazyTimer, while set, will hand it
-	// to the committer unless a flush for someone else takes it first.
+	// that someone needs flushed, durable the last one fsynced. One flush
+	// runs at a time (flushing). A waiter that finds none running flushes
+	// itself, for everyone appended so far: alone, an operation pays its
+	// fdatasync and no hand-off to another goroutine; under load, whoever
+	// waits when a flush ends leads the next one. cond wakes waiters
+	// (durable moved, or a flush ended); work wakes the committer, which
+	// flushes what nobody waits for (async and lazy entries, close). lazy
+	// is the last version DoLazy appended; lazyTimer, while set, will hand
+	// it to the committer unless a flush for someone else takes it first.
 	cmu       sync.Mutex
 	cond      *sync.Cond
+	work      *sync.Cond
 	appended  uint64
 	durable   uint64
+	flushing  bool
 	lazy      uint64
 	lazyTimer *time.Timer
 	failed    error // a failed flush: nothing more may be acknowledged
@@ -131,6 +138,7 @@ func Open(ctx context.Context, opts Options) (*Store, error) {
 		done: make(chan struct{}),
 	}
 	st.cond = sync.NewCond(&st.cmu)
+	st.work = sync.NewCond(&st.cmu)
 	go st.committer()
 	return st, nil
 }
@@ -167,8 +175,9 @@ func load(ctx context.Context, opts Options) (*meta.State, error) {
 	return res.State, nil
 }
 
-// committer flushes the changelog whenever entries are waiting: one
-// fdatasync for everything appended since the last one.
+// committer flushes the changelog whenever entries wait that no caller
+// of Do is flushing: one fdatasync for everything appended since the
+// last one. On close it returns once no flush runs and nothing waits.
 func (st *Store) committer() {
 	defer close(st.done)
 	st.cmu.Lock()
@@ -176,32 +185,53 @@ func (st *Store) committer() {
 	for {
 		// durable may pass appended: a flush takes every entry applied,
 		// lazy ones too.
-		for st.appended <= st.durable && !st.closing && st.failed == nil {
+		for (st.flushing || st.appended <= st.durable) && !st.closing && st.failed == nil {
+			st.work.Wait()
+		}
+		for st.flushing {
 			st.cond.Wait()
 		}
 		if st.failed != nil || (st.closing && st.appended <= st.durable) {
 			return
 		}
-		target := st.appended
-		st.cmu.Unlock()
-		// The state lock orders this flush after every append up to
-		// target; appends go on while the disk works.
-		st.mu.Lock()
+		st.flush()
+	}
+}
+
+// flush writes and fdatasyncs the changelog up to the current version.
+// Called with cmu held and no flush running; it releases cmu while the
+// disk works, so operations go on appending and waiting.
+func (st *Store) flush() {
+	st.flushing = true
+	st.cmu.Unlock()
+	// The state lock orders this flush after every append up to target.
+	st.mu.Lock()
+	var target uint64
+	err := ErrClosed
+	cl := st.cl
+	if cl != nil {
 		target = st.state.Version()
-		err := st.cl.Flush()
-		st.mu.Unlock()
-		if err == nil {
-			err = st.cl.SyncData()
-		}
-		st.cmu.Lock()
-		if err != nil {
+		err = cl.Flush()
+	}
+	st.mu.Unlock()
+	if err == nil {
+		err = cl.SyncData()
+	}
+	st.cmu.Lock()
+	st.flushing = false
+	if err != nil {
+		if st.failed == nil {
 			st.failed = fmt.Errorf("changelog flush: %w", err)
 			st.log.Error("changelog flush failed; no further operation will be acknowledged", "err", err)
-		} else if target > st.durable {
-			st.durable = target
 		}
-		st.flushes++
-		st.cond.Broadcast()
+		st.work.Broadcast()
+	} else if target > st.durable {
+		st.durable = target
+	}
+	st.flushes++
+	st.cond.Broadcast()
+	if st.appended > st.durable || st.closing {
+		st.work.Signal()
 	}
 }
 
@@ -291,7 +321,7 @@ func (st *Store) flushLazy() {
 	st.lazyTimer = nil
 	if st.lazy > st.appended {
 		st.appended = st.lazy
-		st.cond.Broadcast()
+		st.work.Signal()
 	}
 }
 
@@ -325,6 +355,7 @@ func (st *Store) fail(err error) {
 		st.log.Error("metadata store failed; no further operation will be acknowledged", "err", err)
 	}
 	st.cond.Broadcast()
+	st.work.Broadcast()
 	st.cmu.Unlock()
 }
 
@@ -333,7 +364,7 @@ func (st *Store) noteAppended(v uint64) {
 	if v > st.appended {
 		st.appended = v
 	}
-	st.cond.Broadcast()
+	st.work.Signal()
 	st.cmu.Unlock()
 }
 
@@ -343,7 +374,6 @@ func (st *Store) waitDurable(ctx context.Context, v uint64) error {
 	if v > st.appended {
 		st.appended = v
 	}
-	st.cond.Broadcast()
 	if ctx.Done() != nil {
 		stop := context.AfterFunc(ctx, func() {
 			st.cmu.Lock()
@@ -358,6 +388,10 @@ func (st *Store) waitDurable(ctx context.Context, v uint64) error {
 		}
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("waiting for the changelog flush: %w", err)
+		}
+		if !st.flushing {
+			st.flush()
+			continue
 		}
 		st.cond.Wait()
 	}
@@ -398,7 +432,7 @@ func (st *Store) Close() error {
 		st.lazyTimer.Stop() // the final sync below takes the lazy entries
 		st.lazyTimer = nil
 	}
-	st.cond.Broadcast()
+	st.work.Broadcast()
 	st.cmu.Unlock()
 	<-st.done
 

@@ -196,7 +196,7 @@ func childWorkload(arg string) {
 func (st *Store) abandon() {
 	st.cmu.Lock()
 	st.closing = true
-	st.cond.Broadcast()
+	st.work.Broadcast()
 	st.cmu.Unlock()
 	<-st.done
 	st.mu.Lock()

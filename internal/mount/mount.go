@@ -152,6 +152,10 @@ func (fs *FS) Mount(dir string, o Options) error {
 		// Data lives on chunkservers, never in a local file the kernel
 		// could read directly.
 		DisabledCapabilities: fuse.CAP_PASSTHROUGH,
+		// READDIRPLUS only where it pays: the first page of a listing and
+		// listings followed by lookups (ls -l). A plain listing (find,
+		// readdir(3) alone) then costs the kernel no inode per name.
+		ExtraCapabilities: fuse.CAP_READDIRPLUS_AUTO,
 		// Reads answer from memory: splicing buys nothing, and go-fuse
 		// logs every 1 MiB answer that does not fit a pipe.
 		DisableSplice: true,

@@ -254,6 +254,60 @@ func TestMuxSerial(t *testing.T) {
 	}
 }
 
+// TestMuxInline: Ping is served inline, GetAttr (standing in for a slow
+// request) on a goroutine of its own. A Ping sent while a Hello blocks
+// is answered at once, and inline requests run in the reading goroutine,
+// one at a time.
+func TestMuxInline(t *testing.T) {
+	release := make(chan struct{})
+	var inside, most atomic.Int32
+	handler := func(ctx context.Context, req Frame) (Message, error) {
+		if req.Type == TypeGetAttr {
+			<-release
+			return &Ok{}, nil
+		}
+		n := inside.Add(1)
+		defer inside.Add(-1)
+		if n > most.Load() {
+			most.Store(n)
+		}
+		time.Sleep(10 * time.Microsecond)
+		return echo(nil)(ctx, req)
+	}
+	inline := func(t Type) bool { return t == TypePing }
+	cm, _ := sessions(t, MuxConfig{}, MuxConfig{Handler: handler, Inline: inline})
+	ctx := testCtx(t)
+	slow := make(chan error, 1)
+	go func() {
+		_, err := cm.Call(ctx, &GetAttr{})
+		slow <- err
+	}()
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var p Pong
+			if err := cm.CallInto(ctx, &Ping{Data: []byte{byte(i)}}, &p); err != nil || len(p.Data) != 1 || p.Data[0] != byte(i) {
+				t.Errorf("ping %d: %v %v", i, p.Data, err)
+			}
+		}()
+	}
+	wg.Wait()
+	select {
+	case err := <-slow:
+		t.Fatalf("the blocked request returned early: %v", err)
+	default:
+	}
+	close(release)
+	if err := <-slow; err != nil {
+		t.Fatal(err)
+	}
+	if most.Load() != 1 {
+		t.Fatalf("%d inline requests ran at once; they must run one at a time", most.Load())
+	}
+}
+
 // TestMuxRefuse: a master stepping down tells its peers why; their calls
 // fail with that reason.
 func TestMuxRefuse(t *testing.T) {

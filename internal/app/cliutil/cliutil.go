@@ -23,6 +23,7 @@ func Run(ctx context.Context, app *cli.App, args []string, stdout, stderr io.Wri
 	app.ExitErrHandler = func(*cli.Context, error) {}
 	app.OnUsageError = func(_ *cli.Context, err error, _ bool) error { return err }
 	app.Action = func(c *cli.Context) error {
+		StartPprof()
 		code = action(c)
 		return nil
 	}

@@ -35,6 +35,7 @@ import (
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
+	"github.com/carpfs/carpfs/internal/app/cliutil"
 	"github.com/carpfs/carpfs/internal/master/client"
 	"github.com/carpfs/carpfs/internal/mount"
 	"github.com/carpfs/carpfs/internal/mount/fileio"
@@ -91,6 +92,7 @@ func serve(ctx context.Context, s Settings, log *slog.Logger, ready func(error))
 		return 1
 	}
 	s.Mountpoint = dir
+	cliutil.StartPprof()
 	fs, err := start(ctx, s, log)
 	if err != nil {
 		log.Error("mount failed", "err", err)
@@ -161,7 +163,7 @@ func start(ctx context.Context, s Settings, log *slog.Logger) (*mount.FS, error)
 		Extra: s.Extra, Debug: s.Debug,
 	}
 	if s.Debug {
-		o.DebugLog = slog.NewLogLogger(log.Handler(), slog.LevelDebug)
+		o.DebugLog = slog.NewLogLogger(log.Handler(), slog.LevelInfo) // asked for with -d: shown at the level the log shows
 	}
 	if err := fs.Mount(dir, o); err != nil {
 		fs.Close(context.Background())

@@ -49,8 +49,10 @@ type Options struct {
 	// Clock gives entry times; nil means time.Now.
 	Clock func() time.Time
 	// Async acknowledges after the local append without waiting for the
-	// flush (COMMIT_MODE = async): faster, and a crash loses what was
-	// acknowledged but not yet flushed. Never the default.
+	// flush (COMMIT_MODE = async), as MooseFS does: entries are written
+	// to the changelog file at once, so a crash of the master loses
+	// nothing written, but fdatasync runs only every AsyncSyncInterval,
+	// so a crash of the host loses up to that much. Never the default.
 	Async bool
 	// ChangelogMaxSize rotates the changelog at this size; 0 means 1 GiB.
 	ChangelogMaxSize int64
@@ -88,6 +90,8 @@ type Store struct {
 	appended  uint64
 	durable   uint64
 	flushing  bool
+	syncDue   bool        // async: the next flush also fdatasyncs
+	syncTimer *time.Timer // async: sets syncDue after a flush without sync
 	lazy      uint64
 	lazyTimer *time.Timer
 	failed    error // a failed flush: nothing more may be acknowledged
@@ -185,7 +189,7 @@ func (st *Store) committer() {
 	for {
 		// durable may pass appended: a flush takes every entry applied,
 		// lazy ones too.
-		for (st.flushing || st.appended <= st.durable) && !st.closing && st.failed == nil {
+		for (st.flushing || st.appended <= st.durable && !st.syncDue) && !st.closing && st.failed == nil {
 			st.work.Wait()
 		}
 		for st.flushing {
@@ -194,14 +198,31 @@ func (st *Store) committer() {
 		if st.failed != nil || (st.closing && st.appended <= st.durable) {
 			return
 		}
-		st.flush()
+		sync := !st.opts.Async || st.syncDue || st.closing
+		st.syncDue = false
+		st.flush(sync)
+		if !sync && st.syncTimer == nil && !st.closing {
+			st.syncTimer = time.AfterFunc(AsyncSyncInterval, st.syncNow)
+		}
 	}
 }
 
-// flush writes and fdatasyncs the changelog up to the current version.
-// Called with cmu held and no flush running; it releases cmu while the
-// disk works, so operations go on appending and waiting.
-func (st *Store) flush() {
+// syncNow asks the committer of an async store for a flush with
+// fdatasync.
+func (st *Store) syncNow() {
+	st.cmu.Lock()
+	defer st.cmu.Unlock()
+	st.syncTimer = nil
+	st.syncDue = true
+	st.work.Signal()
+}
+
+// flush writes the changelog up to the current version, and fdatasyncs
+// it if sync is set (always, unless async). Called with cmu held and no
+// flush running; it releases cmu while the disk works, so operations go
+// on appending and waiting. durable is the last version written and, in
+// sync mode, on disk.
+func (st *Store) flush(sync bool) {
 	st.flushing = true
 	st.cmu.Unlock()
 	// The state lock orders this flush after every append up to target.
@@ -214,7 +235,7 @@ func (st *Store) flush() {
 		err = cl.Flush()
 	}
 	st.mu.Unlock()
-	if err == nil {
+	if err == nil && sync {
 		err = cl.SyncData()
 	}
 	st.cmu.Lock()
@@ -277,6 +298,10 @@ func (st *Store) DoMany(ctx context.Context, ops ...meta.Op) ([]meta.Result, err
 	}
 	return out, st.waitDurable(ctx, last)
 }
+
+// AsyncSyncInterval is how often an async store fdatasyncs its
+// changelog while entries keep coming.
+const AsyncSyncInterval = time.Second
 
 // LazyFlushDelay is the default Options.LazyDelay: how long a DoLazy
 // entry waits in the changelog buffer for a flush that some durable
@@ -390,7 +415,7 @@ func (st *Store) waitDurable(ctx context.Context, v uint64) error {
 			return fmt.Errorf("waiting for the changelog flush: %w", err)
 		}
 		if !st.flushing {
-			st.flush()
+			st.flush(true)
 			continue
 		}
 		st.cond.Wait()
@@ -408,7 +433,8 @@ func (st *Store) Read(f func(s *meta.State)) {
 // MetaID is the file system's identity.
 func (st *Store) MetaID() uint64 { return st.state.MetaID() }
 
-// Durable is the last version known to be on disk.
+// Durable is the last version known to be on disk (in async mode:
+// written to the changelog file, fdatasynced within AsyncSyncInterval).
 func (st *Store) Durable() uint64 {
 	st.cmu.Lock()
 	defer st.cmu.Unlock()
@@ -431,6 +457,10 @@ func (st *Store) Close() error {
 	if st.lazyTimer != nil {
 		st.lazyTimer.Stop() // the final sync below takes the lazy entries
 		st.lazyTimer = nil
+	}
+	if st.syncTimer != nil {
+		st.syncTimer.Stop() // Close syncs below
+		st.syncTimer = nil
 	}
 	st.work.Broadcast()
 	st.cmu.Unlock()

@@ -302,3 +302,39 @@ func TestLazyRidesAlong(t *testing.T) {
 		time.Sleep(time.Millisecond)
 	}
 }
+
+// TestAsyncWrites: an async store acknowledges before the flush, writes
+// the entries to the changelog file soon after without anyone waiting,
+// and so loses none of them to a crash of the process.
+func TestAsyncWrites(t *testing.T) {
+	dir := t.TempDir()
+	st, err := Open(context.Background(), Options{Dir: dir, Async: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range 200 {
+		if _, err := st.Do(context.Background(), &meta.Create{Parent: meta.RootInode, Name: fmt.Sprint("f", i), Type: meta.TypeFile}); err != nil {
+			t.Fatal(err)
+		}
+		st.Read(func(s *meta.State) { last = s.Version() })
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for st.Durable() < last {
+		if time.Now().After(deadline) {
+			t.Fatalf("version %d acknowledged, only %d written after 5 s", last, st.Durable())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	st.abandon()
+	st, err = Open(context.Background(), Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for i := range 200 {
+		if _, e := lookup(st, meta.RootInode, fmt.Sprint("f", i)); e != 0 {
+			t.Fatalf("f%d acknowledged and written, lost with the process: %v", i, e)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package master_test
 import (
 	"fmt"
 	"net"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -341,11 +342,11 @@ func TestRetry(t *testing.T) {
 		return wire.ReqHeader{Session: opened.SessionID, Seq: seq, UID: 1, GID: 1}
 	}
 	create := &wire.Create{ReqHeader: hdr(7), Parent: 1, Name: "f", NodeType: client.TypeFile, Mode: 0o644, Open: true}
-	var first, again wire.Entry
+	var first, again wire.Changed
 	if err := m1.CallInto(ctx, create, &first); err != nil {
 		t.Fatal(err)
 	}
-	if err := m1.CallInto(ctx, create, &again); err != nil || again != first {
+	if err := m1.CallInto(ctx, create, &again); err != nil || !reflect.DeepEqual(again, first) {
 		t.Fatalf("retried create: %+v, %v; first gave %+v", again, err, first)
 	}
 	// A new sequence number is a new request: now the name exists.
@@ -375,5 +376,65 @@ func TestRetry(t *testing.T) {
 	}
 	if opens, e := c.sessionOpens(opened.SessionID); e != 0 || opens[first.Attr.Inode] != 1 {
 		t.Fatalf("after one release resent three times: opens %v, %v; want 1 left", opens, e)
+	}
+}
+
+// TestChangedDirs: at protocol 2 a change to directories answers with
+// their attributes as they are after it (the rmdir'd directory with no
+// links); a version 1 session gets Entry and Ok as before.
+func TestChangedDirs(t *testing.T) {
+	c := start(t, "", 0)
+	ctx := testCtx(t)
+	session := func(maxVersion uint16) (*wire.Mux, func(uint64) wire.ReqHeader) {
+		nc, err := net.Dial("tcp", c.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn, err := wire.ClientHandshake(ctx, nc, wire.ClientConfig{Role: wire.RoleClient, MaxVersion: maxVersion})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m := wire.NewMux(conn, wire.MuxConfig{})
+		t.Cleanup(func() { m.Close() })
+		var opened wire.SessionOpened
+		if err := m.CallInto(ctx, &wire.SessionOpen{Path: "/"}, &opened); err != nil {
+			t.Fatal(err)
+		}
+		return m, func(seq uint64) wire.ReqHeader { return wire.ReqHeader{Session: opened.SessionID, Seq: seq} }
+	}
+	m, hdr := session(0)
+	var d, f, a, b wire.Changed
+	if err := m.CallInto(ctx, &wire.Create{ReqHeader: hdr(1), Parent: 1, Name: "d", NodeType: uint8(meta.TypeDir), Mode: 0o755}, &d); err != nil {
+		t.Fatal(err)
+	}
+	if len(d.Dirs) != 1 || d.Dirs[0].Inode != 1 || d.Dirs[0].Size != 1 || d.Dirs[0].Nlink != 3 || d.Attr.NodeType != uint8(meta.TypeDir) {
+		t.Fatalf("mkdir d: %+v; want the new dir and the root with 1 entry, 3 links", d)
+	}
+	if err := m.CallInto(ctx, &wire.Create{ReqHeader: hdr(2), Parent: d.Attr.Inode, Name: "f", NodeType: client.TypeFile, Mode: 0o644}, &f); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.Dirs) != 1 || f.Dirs[0].Inode != d.Attr.Inode || f.Dirs[0].Size != 1 {
+		t.Fatalf("create d/f: %+v; want d with 1 entry", f)
+	}
+	if err := m.CallInto(ctx, &wire.Rename{ReqHeader: hdr(3), SrcParent: d.Attr.Inode, SrcName: "f", DstParent: 1, DstName: "g"}, &a); err != nil {
+		t.Fatal(err)
+	}
+	if len(a.Dirs) != 2 || a.Dirs[0].Size != 0 || a.Dirs[1].Inode != 1 || a.Dirs[1].Size != 2 || a.Attr.Inode != 0 {
+		t.Fatalf("rename d/f to g: %+v; want d empty, then the root with 2 entries", a)
+	}
+	if err := m.CallInto(ctx, &wire.Rmdir{ReqHeader: hdr(4), Parent: 1, Name: "d"}, &b); err != nil {
+		t.Fatal(err)
+	}
+	if len(b.Dirs) != 2 || b.Dirs[0].Inode != 1 || b.Dirs[0].Nlink != 2 || b.Dirs[1].Inode != d.Attr.Inode || b.Dirs[1].Nlink != 0 {
+		t.Fatalf("rmdir d: %+v; want the root with 2 links, then d with none", b)
+	}
+
+	old, hdr1 := session(1)
+	var e wire.Entry
+	if err := old.CallInto(ctx, &wire.Create{ReqHeader: hdr1(1), Parent: 1, Name: "v1", NodeType: client.TypeFile, Mode: 0o644}, &e); err != nil || e.Attr.Inode == 0 {
+		t.Fatalf("create at protocol 1: %+v, %v; want Entry", e, err)
+	}
+	if err := old.CallInto(ctx, &wire.Unlink{ReqHeader: hdr1(2), Parent: 1, Name: "v1"}, &wire.Ok{}); err != nil {
+		t.Fatalf("unlink at protocol 1: %v; want Ok", err)
 	}
 }

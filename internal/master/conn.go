@@ -26,9 +26,10 @@ var (
 
 // clientConn is one mount's connection.
 type clientConn struct {
-	srv  *Server
-	peer string // for logs
-	addr netip.Addr
+	srv     *Server
+	peer    string // for logs
+	addr    netip.Addr
+	version uint16 // the session's protocol version
 
 	mu    sync.Mutex
 	nonce *[wire.NonceSize]byte // issued by SessionChallenge, used once

@@ -262,7 +262,7 @@ func (s *Server) serveConn(ctx context.Context, nc net.Conn) {
 		s.log.Info("client handshake failed", "peer", nc.RemoteAddr().String(), "err", err)
 		return
 	}
-	cc := &clientConn{srv: s, peer: conn.String(), addr: remoteAddr(nc)}
+	cc := &clientConn{srv: s, peer: conn.String(), addr: remoteAddr(nc), version: conn.Version}
 	err = wire.Serve(ctx, conn, wire.MuxConfig{Handler: cc.handle, Inline: inlineRequest})
 	if err != nil {
 		s.log.Info("client connection lost", "peer", cc.peer, "err", err)

@@ -61,6 +61,40 @@ func (r *request) entry(ino uint32) (wire.Message, error) {
 	return &wire.Entry{Attr: r.attr(a)}, nil
 }
 
+// changed answers a change to the directories dirs that made or linked
+// inode ino (0: none). A session at protocol 2 gets Changed with the
+// directories' attributes; an older one Entry for ino, or Ok.
+func (r *request) changed(ino uint32, dirs ...uint32) (wire.Message, error) {
+	if r.cc.version < 2 {
+		if ino == 0 {
+			return &wire.Ok{}, nil
+		}
+		return r.entry(ino)
+	}
+	m := &wire.Changed{Dirs: make([]wire.Attr, 0, len(dirs))}
+	var e syscall.Errno
+	r.cc.srv.store.Read(func(s *meta.State) {
+		if ino != 0 {
+			var a meta.Attr
+			if a, e = s.GetAttr(ino); e != 0 {
+				return
+			}
+			m.Attr = r.attr(a)
+		}
+		for _, d := range dirs {
+			// A directory gone meanwhile (another client removed it) is
+			// left out: the mount asks about it when it needs to.
+			if a, de := s.GetAttr(d); de == 0 {
+				m.Dirs = append(m.Dirs, r.attr(a))
+			}
+		}
+	})
+	if e != 0 {
+		return nil, fmt.Errorf("getattr %d: %w", ino, e)
+	}
+	return m, nil
+}
+
 // do applies a mutation durably. A failed operation returns its errno; a
 // store that cannot acknowledge gives EIO.
 func (r *request) do(ctx context.Context, op meta.Op) (meta.Result, error) {
@@ -125,33 +159,61 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 				return nil, fmt.Errorf("open %d: %w", ino, res.Err)
 			}
 		}
-		return r.entry(ino)
+		return r.changed(ino, r.in(m.Parent))
 
 	case *wire.Symlink:
 		res, err := r.do(ctx, &meta.Symlink{Parent: r.in(m.Parent), Name: m.Name, Target: m.Target, UID: r.uid, GID: r.gid})
 		if err != nil {
 			return nil, err
 		}
-		return r.entry(uint32(res.Val[0]))
+		return r.changed(uint32(res.Val[0]), r.in(m.Parent))
 
 	case *wire.Link:
 		ino := r.in(m.Inode)
 		if _, err := r.do(ctx, &meta.Link{Inode: ino, Parent: r.in(m.Parent), Name: m.Name}); err != nil {
 			return nil, err
 		}
-		return r.entry(ino)
+		return r.changed(ino, r.in(m.Parent))
 
 	case *wire.Unlink:
-		return r.ok(r.do(ctx, &meta.Unlink{Parent: r.in(m.Parent), Name: m.Name}))
+		if _, err := r.do(ctx, &meta.Unlink{Parent: r.in(m.Parent), Name: m.Name}); err != nil {
+			return nil, err
+		}
+		return r.changed(0, r.in(m.Parent))
 
 	case *wire.Rmdir:
-		return r.ok(r.do(ctx, &meta.Rmdir{Parent: r.in(m.Parent), Name: m.Name}))
+		parent := r.in(m.Parent)
+		var gone meta.Attr
+		store.Read(func(s *meta.State) {
+			if ino, e := s.Lookup(parent, m.Name); e == 0 {
+				gone, _ = s.GetAttr(ino)
+			}
+		})
+		if _, err := r.do(ctx, &meta.Rmdir{Parent: parent, Name: m.Name}); err != nil {
+			return nil, err
+		}
+		msg, err := r.changed(0, parent)
+		if ch, ok := msg.(*wire.Changed); ok && gone.Inode != 0 {
+			// The directory removed, with no links: a mount that still
+			// has it open must not answer with what it knew before.
+			store.Read(func(s *meta.State) {
+				if _, e := s.GetAttr(gone.Inode); e != 0 {
+					gone.Nlink = 0
+					ch.Dirs = append(ch.Dirs, r.attr(gone))
+				}
+			})
+		}
+		return msg, err
 
 	case *wire.Rename:
-		return r.ok(r.do(ctx, &meta.Rename{
-			SrcParent: r.in(m.SrcParent), SrcName: m.SrcName,
-			DstParent: r.in(m.DstParent), DstName: m.DstName,
-		}))
+		src, dst := r.in(m.SrcParent), r.in(m.DstParent)
+		if _, err := r.do(ctx, &meta.Rename{SrcParent: src, SrcName: m.SrcName, DstParent: dst, DstName: m.DstName}); err != nil {
+			return nil, err
+		}
+		if src == dst {
+			return r.changed(0, src)
+		}
+		return r.changed(0, src, dst)
 
 	case *wire.ReadLink:
 		var target string

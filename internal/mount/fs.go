@@ -46,6 +46,7 @@ type FS struct {
 	stamps   map[uint32]cacheStamp // size and mtime at the last open, per inode
 	owners   map[uint32]map[uint64]bool
 	noCaps   map[uint32]time.Time // inodes known to have no security.capability
+	fresh    map[uint32]freshDir  // directories' attributes sent with a change
 }
 
 // dirRef is an open directory's last known attributes.
@@ -77,6 +78,7 @@ func newFS(cfg Config) *FS {
 		nextFh: 1, files: map[uint64]*openFile{}, dirs: map[uint64]*openDir{},
 		opens: map[uint32]int{}, dirAttrs: map[uint32]*dirRef{}, stamps: map[uint32]cacheStamp{},
 		owners: map[uint32]map[uint64]bool{}, noCaps: map[uint32]time.Time{},
+		fresh: map[uint32]freshDir{},
 	}
 }
 
@@ -214,6 +216,9 @@ func (fs *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out 
 func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ctx := ctxOf(cancel)
 	ino := uint32(in.NodeId)
+	if fs.freshAttr(ino, out) {
+		return fuse.OK
+	}
 	var a wire.Attr
 	err := fs.do(ctx, func(c *client.Client) (err error) {
 		a, err = c.GetAttr(ctx, credOf(&in.InHeader), ino)
@@ -239,6 +244,7 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 func (fs *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
 	ctx := ctxOf(cancel)
 	ino := uint32(in.NodeId)
+	fs.staleDir(ino)
 	var args client.SetAttrArgs
 	if in.Valid&fuse.FATTR_MODE != 0 {
 		args.Mask |= wire.SetAttrMode

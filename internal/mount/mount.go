@@ -90,6 +90,7 @@ func New(ctx context.Context, cfg Config) (*FS, error) {
 	mcfg := cfg.Master
 	mcfg.Logger = cfg.Logger
 	mcfg.Reopened = fs.reopen
+	mcfg.Client.Dirs = fs.noteDirs
 	s, err := session.Open(ctx, mcfg)
 	if err != nil {
 		return nil, fmt.Errorf("mount: %w", err)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"os"
+	"path/filepath"
 	"sort"
 	"sync"
 	"syscall"
@@ -352,5 +353,62 @@ func TestSeekData(t *testing.T) {
 	}
 	if _, err := unix.Seek(fd, 1000, unix.SEEK_DATA); !errors.Is(err, unix.ENXIO) {
 		t.Fatalf("SEEK_DATA at the end: %v", err)
+	}
+}
+
+// TestDirAttrsAfterChange: a directory's attributes right after changes
+// made through the mount (answered from what the master sent with each
+// change) are the new ones: entries, links, and a removed directory held
+// open has no links.
+func TestDirAttrsAfterChange(t *testing.T) {
+	needFUSE(t)
+	c := startCluster(t, 1)
+	m := c.mount(nil)
+	d := m.path("d")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	stat := func(p string) *syscall.Stat_t {
+		t.Helper()
+		var st syscall.Stat_t
+		if err := syscall.Stat(p, &st); err != nil {
+			t.Fatal(err)
+		}
+		return &st
+	}
+	for i := range 5 {
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprint("f", i)), nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if st := stat(d); st.Size != int64(i+1) || st.Nlink != 2 {
+			t.Fatalf("after %d creates: size %d, nlink %d; want %d, 2", i+1, st.Size, st.Nlink, i+1)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(d, "s"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if st := stat(d); st.Nlink != 3 || st.Size != 6 {
+		t.Fatalf("after mkdir: nlink %d size %d; want 3, 6", st.Nlink, st.Size)
+	}
+	if err := os.Rename(filepath.Join(d, "f0"), m.path("moved")); err != nil {
+		t.Fatal(err)
+	}
+	if st := stat(d); st.Size != 5 {
+		t.Fatalf("after renaming a file out: size %d; want 5", st.Size)
+	}
+	sub, err := os.Open(filepath.Join(d, "s"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	if err := os.Remove(filepath.Join(d, "s")); err != nil {
+		t.Fatal(err)
+	}
+	if st := stat(d); st.Nlink != 2 || st.Size != 4 {
+		t.Fatalf("after rmdir: nlink %d size %d; want 2, 4", st.Nlink, st.Size)
+	}
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(sub.Fd()), &st); err != nil || st.Nlink != 0 {
+		t.Fatalf("removed directory held open: nlink %d (%v); want 0", st.Nlink, err)
 	}
 }

@@ -126,6 +126,7 @@ func (fs *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (
 func (fs *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, attr string, data []byte) fuse.Status {
 	ctx := ctxOf(cancel)
 	ino := uint32(in.NodeId)
+	fs.staleDir(ino)
 	switch {
 	case attr == goalXattr:
 		return fs.setGoal(ctx, &in.InHeader, data)
@@ -158,6 +159,7 @@ func (fs *FS) setGoal(ctx context.Context, h *fuse.InHeader, data []byte) fuse.S
 func (fs *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, attr string) fuse.Status {
 	ctx := ctxOf(cancel)
 	ino := uint32(h.NodeId)
+	fs.staleDir(ino)
 	switch {
 	case attr == goalXattr:
 		return fuse.EPERM

@@ -16,7 +16,7 @@ import (
 // Protocol versions this build speaks. A session runs at the highest
 // version both ends speak; see docs/PROTOCOL.md for what a bump means.
 const (
-	ProtocolVersion    uint16 = 1
+	ProtocolVersion    uint16 = 2
 	MinProtocolVersion uint16 = 1
 )
 

@@ -289,7 +289,7 @@ func TestHandshakeClientChecks(t *testing.T) {
 		{&Welcome{Version: 1, Role: RoleMaster, MetaID: fsB, Term: 9},
 			RefuseMetaID, "master serves file system 00000000000000bb, this chunkserver belongs to 00000000000000aa"},
 		{&Welcome{Version: 4, Role: RoleMaster, MetaID: fsA, Term: 9},
-			RefuseProtocol, "master chose protocol 4, outside the protocol 1 this chunkserver speaks"},
+			RefuseProtocol, "master chose protocol 4, outside the protocols 1-2 this chunkserver speaks"},
 		{&Welcome{Version: 1, Role: 0, Term: 9}, RefuseProtocol, "server claims role 0"},
 		{&Ping{}, RefuseProtocol, "got Ping during the handshake"},
 	}

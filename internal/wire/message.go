@@ -71,6 +71,7 @@ const (
 	TypeLock             Type = 136
 	TypeGetLock          Type = 137
 	TypeLockInfo         Type = 138
+	TypeChanged          Type = 139
 
 	// Chunkserver and master (200-299): registration, reports and the
 	// master's commands, see msg_chunk.go.
@@ -251,6 +252,7 @@ var messages = []MessageInfo{
 	{TypeLock, "Lock", clients, masters, 1, false, func() Message { return new(Lock) }},
 	{TypeGetLock, "GetLock", clients, masters, 1, false, func() Message { return new(GetLock) }},
 	{TypeLockInfo, "LockInfo", masters, clients, 1, false, func() Message { return new(LockInfo) }},
+	{TypeChanged, "Changed", masters, clients, 2, false, func() Message { return new(Changed) }},
 	// Chunkserver and master: reports up, commands down.
 	{TypeCSRegister, "CSRegister", chunkservers, masters, 1, false, func() Message { return new(CSRegister) }},
 	{TypeCSRegisterChunks, "CSRegisterChunks", chunkservers, masters, 1, false, func() Message { return new(CSRegisterChunks) }},

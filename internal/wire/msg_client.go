@@ -219,6 +219,43 @@ func (m *Entry) Decode(d *Dec) error {
 	return d.Err()
 }
 
+// Changed answers a change to directories (since protocol 2, instead of
+// Entry or Ok): the inode made or linked (Inode 0 when none, as after
+// Unlink, Rmdir and Rename), and the attributes of the directories
+// changed, read just after the change. A mount can then answer the
+// kernel's next question about those directories without asking.
+type Changed struct {
+	Attr Attr
+	Dirs []Attr // at most MaxChangedDirs
+}
+
+// MaxChangedDirs bounds Changed.Dirs: a rename changes two directories.
+const MaxChangedDirs = 2
+
+func (*Changed) Type() Type { return TypeChanged }
+func (m *Changed) Encode(e *Enc) {
+	m.Attr.encode(e)
+	e.U8(uint8(len(m.Dirs)))
+	for i := range m.Dirs {
+		m.Dirs[i].encode(e)
+	}
+}
+func (m *Changed) Decode(d *Dec) error {
+	m.Attr.decode(d)
+	n := d.U8()
+	if d.Err() == nil && n > MaxChangedDirs {
+		d.Fail("%d directories changed, at most %d", n, MaxChangedDirs)
+	}
+	m.Dirs = nil
+	if d.Err() == nil && n > 0 {
+		m.Dirs = make([]Attr, n)
+		for i := range m.Dirs {
+			m.Dirs[i].decode(d)
+		}
+	}
+	return d.Err()
+}
+
 // LookupName finds Name in directory Parent. Answered by Entry.
 type LookupName struct {
 	ReqHeader

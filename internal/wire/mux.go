@@ -146,6 +146,11 @@ func (m *Mux) Call(ctx context.Context, req Message) (Frame, error) {
 	if err := m.c.W.Send(id, 0, req); err != nil {
 		m.forget(id)
 		m.writeFailed()
+		if cerr := m.Err(); cerr != nil {
+			// The stream broke: say so as a lost connection (ErrClosed),
+			// which callers retry on another one.
+			return Frame{}, fmt.Errorf("wire: call %s: %w", req.Type(), cerr)
+		}
 		return Frame{}, fmt.Errorf("wire: call %s: %w", req.Type(), err)
 	}
 	select {

@@ -42,6 +42,10 @@ type Config struct {
 	MetaID   uint64 // file system expected; 0 learns it
 	Term     uint64 // highest master term seen
 	AuthCode []byte // only if the master demands it of clients
+	// Dirs, if set, is given the attributes of directories a mutation
+	// changed, as the master read them just after it (protocol 2's
+	// Changed reply), before the call returns.
+	Dirs func(dirs []wire.Attr)
 }
 
 // Client is a session with the master.
@@ -51,6 +55,7 @@ type Client struct {
 	readOnly bool
 	root     wire.Attr
 	seq      atomic.Uint64
+	dirs     func([]wire.Attr)
 }
 
 // Dial connects to the master at addr and opens the session.
@@ -78,7 +83,7 @@ func New(ctx context.Context, nc net.Conn, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("client: %w", err)
 	}
-	c := &Client{mux: wire.NewMux(conn, wire.MuxConfig{})}
+	c := &Client{mux: wire.NewMux(conn, wire.MuxConfig{}), dirs: cfg.Dirs}
 	c.seq.Store(cfg.Seq)
 	if err := c.open(ctx, cfg); err != nil {
 		c.mux.Close()
@@ -148,17 +153,54 @@ func (c *Client) hdr(cr Cred) wire.ReqHeader {
 	return wire.ReqHeader{Session: c.session, Seq: c.seq.Add(1), UID: cr.UID, GID: cr.GID}
 }
 
-// entry calls req and returns the Entry reply's attributes.
+// entry calls req and returns the attributes in its Entry (or Changed)
+// reply.
 func (c *Client) entry(ctx context.Context, req wire.Message) (wire.Attr, error) {
+	f, err := c.mux.Call(ctx, req)
+	if err != nil {
+		return wire.Attr{}, err
+	}
+	if f.Type == wire.TypeChanged {
+		return c.changed(req, f)
+	}
 	var e wire.Entry
-	if err := c.mux.CallInto(ctx, req, &e); err != nil {
+	if err := c.unmarshal(req, f, &e); err != nil {
 		return wire.Attr{}, err
 	}
 	return e.Attr, nil
 }
 
-// ok calls req, whose reply is Ok.
+// ok calls req, whose reply is Ok (or Changed).
 func (c *Client) ok(ctx context.Context, req wire.Message) error {
-	var ok wire.Ok
-	return c.mux.CallInto(ctx, req, &ok)
+	f, err := c.mux.Call(ctx, req)
+	if err != nil {
+		return err
+	}
+	if f.Type == wire.TypeChanged {
+		_, err := c.changed(req, f)
+		return err
+	}
+	return c.unmarshal(req, f, &wire.Ok{})
+}
+
+// changed decodes a Changed reply, hands its directories to Config.Dirs
+// and returns the inode's attributes.
+func (c *Client) changed(req wire.Message, f wire.Frame) (wire.Attr, error) {
+	var ch wire.Changed
+	if err := wire.Unmarshal(f.Payload, &ch); err != nil {
+		return wire.Attr{}, fmt.Errorf("client: %s: %w", req.Type(), err)
+	}
+	if c.dirs != nil && len(ch.Dirs) > 0 {
+		c.dirs(ch.Dirs)
+	}
+	return ch.Attr, nil
+}
+
+// unmarshal decodes reply f to req into resp, which names the type
+// expected.
+func (c *Client) unmarshal(req wire.Message, f wire.Frame, resp wire.Message) error {
+	if f.Type != resp.Type() {
+		return fmt.Errorf("wire: call %s: %w: reply is %s, want %s", req.Type(), wire.ErrMessage, f.Type, resp.Type())
+	}
+	return wire.Unmarshal(f.Payload, resp)
 }

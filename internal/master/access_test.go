@@ -438,3 +438,56 @@ func TestChangedDirs(t *testing.T) {
 		t.Fatalf("unlink at protocol 1: %v; want Ok", err)
 	}
 }
+
+// TestReadDirNames pages a directory by name with inodes and types only,
+// as ReadDir does with attributes.
+func TestReadDirNames(t *testing.T) {
+	c := start(t, "", 0)
+	ctx := testCtx(t)
+	cl, err := client.Dial(ctx, c.addr, client.Config{Name: "t"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close(ctx)
+	cr := client.Cred{}
+	d, err := cl.Mkdir(ctx, cr, 1, "d", 0o755)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]uint8{}
+	for _, n := range []string{"c", "a", "b"} {
+		typ := client.TypeFile
+		if n == "b" {
+			typ = uint8(meta.TypeDir)
+		}
+		if _, err := cl.Create(ctx, cr, d.Inode, n, typ, 0o644, 0, false); err != nil {
+			t.Fatal(err)
+		}
+		want[n] = typ
+	}
+	full, _, err := cl.ReadDir(ctx, cr, d.Inode, "", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []wire.DirEntry
+	after := ""
+	for pages := 0; ; pages++ {
+		ents, more, err := cl.ReadDirNames(ctx, cr, d.Inode, after, 2)
+		if err != nil || pages > 2 {
+			t.Fatalf("page %d: %v", pages, err)
+		}
+		got = append(got, ents...)
+		if !more {
+			break
+		}
+		after = ents[len(ents)-1].Name
+	}
+	if len(got) != 3 {
+		t.Fatalf("names: %+v", got)
+	}
+	for i, e := range got {
+		if e.Name != full[i].Name || e.Attr.Inode != full[i].Attr.Inode || e.Attr.NodeType != want[e.Name] || e.Attr.Nlink != 0 {
+			t.Fatalf("entry %d: %+v; ReadDir says %+v", i, e, full[i])
+		}
+	}
+}

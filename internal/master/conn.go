@@ -42,7 +42,7 @@ type clientConn struct {
 // DoLazy records without waiting for the disk.
 func inlineRequest(t wire.Type) bool {
 	switch t {
-	case wire.TypePing, wire.TypeLookupName, wire.TypeGetAttr, wire.TypeReadLink, wire.TypeReadDir,
+	case wire.TypePing, wire.TypeLookupName, wire.TypeGetAttr, wire.TypeReadLink, wire.TypeReadDir, wire.TypeReadDirNames,
 		wire.TypeGetXattr, wire.TypeListXattr, wire.TypeStatFS, wire.TypeGetGoal,
 		wire.TypeOpen, wire.TypeRelease:
 		return true

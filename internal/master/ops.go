@@ -16,6 +16,9 @@ import (
 const (
 	defaultDirPage = 1024
 	maxDirPage     = 8192
+	// maxDirNamesPage keeps a DirNames frame well under the 4 MiB limit
+	// even with names of 255 bytes.
+	maxDirNamesPage = 8192
 )
 
 // request is one operation of a session, with the caller's credentials
@@ -227,6 +230,9 @@ func (r *request) serve(ctx context.Context, m wire.Message) (wire.Message, erro
 	case *wire.ReadDir:
 		return r.readDir(m)
 
+	case *wire.ReadDirNames:
+		return r.readDirNames(m)
+
 	case *wire.GetXattr:
 		var v string
 		var e syscall.Errno
@@ -360,6 +366,39 @@ func (r *request) setAttr(ctx context.Context, m *wire.SetAttr) (wire.Message, e
 }
 
 // readDir answers one page of a directory listing.
+// readDirNames answers a page of names with their inodes and types.
+func (r *request) readDirNames(m *wire.ReadDirNames) (wire.Message, error) {
+	limit := int(m.Max)
+	if limit == 0 {
+		limit = defaultDirPage
+	}
+	limit = min(limit, maxDirNamesPage)
+	page := &wire.DirNames{}
+	var e syscall.Errno
+	r.cc.srv.store.Read(func(s *meta.State) {
+		var ents []meta.DirEntry
+		if ents, e = s.ReadDir(r.in(m.Inode)); e != 0 {
+			return
+		}
+		i := sort.Search(len(ents), func(i int) bool { return ents[i].Name > m.After })
+		n := min(limit, len(ents)-i)
+		page.Entries = make([]wire.DirName, n)
+		for j := range page.Entries {
+			de := &ents[i+j]
+			ino := de.Inode
+			if ino == r.ss.root {
+				ino = meta.RootInode
+			}
+			page.Entries[j] = wire.DirName{Name: de.Name, Inode: ino, NodeType: uint8(de.Type)}
+		}
+		page.More = i+n < len(ents)
+	})
+	if e != 0 {
+		return nil, fmt.Errorf("readdir %d: %w", m.Inode, e)
+	}
+	return page, nil
+}
+
 func (r *request) readDir(m *wire.ReadDir) (wire.Message, error) {
 	limit := int(m.Max)
 	if limit == 0 {

@@ -2,6 +2,8 @@ package mount
 
 import (
 	"context"
+	"errors"
+	"sort"
 	"sync"
 	"syscall"
 
@@ -27,6 +29,7 @@ type openDir struct {
 	ents   []wire.DirEntry // ".", "..", then the master's names in order
 	more   bool            // the master has names after the last one
 	loaded bool
+	filled int // entries before this one had their attributes fetched (or tried)
 }
 
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
@@ -114,11 +117,19 @@ func (fs *FS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryLi
 			}
 			continue
 		}
+		if i >= 2 && e.Attr.Nlink == 0 && i >= d.filled {
+			// A names-only page: fetch the attributes from here on.
+			d.fillAttrs(ctx, fs, cr, i)
+			e = &d.ents[i]
+		}
 		eo := out.AddDirLookupEntry(de)
 		if eo == nil {
 			return fuse.OK
 		}
-		if i >= 2 { // the kernel takes no entries for "." and ".."
+		// The kernel takes no entries for "." and ".."; an entry whose
+		// attributes are still unknown goes with node 0, which the
+		// kernel lists without caching anything for it.
+		if i >= 2 && e.Attr.Nlink != 0 {
 			fs.entry(&e.Attr, eo)
 		}
 	}
@@ -137,9 +148,59 @@ func (d *openDir) start(ctx context.Context, fs *FS, cr client.Cred) error {
 			return err
 		}
 	}
+	// Room for the whole listing at once, as big as the directory was
+	// when opened (its size is its entry count).
+	fs.mu.Lock()
+	want := 2
+	if r := fs.dirAttrs[d.ino]; r != nil {
+		want += int(min(r.attr.Size, 1<<20))
+	}
+	fs.mu.Unlock()
+	if cap(d.ents) < want {
+		d.ents = make([]wire.DirEntry, 0, want)
+	}
 	d.ents = append(d.ents[:0], wire.DirEntry{Name: ".", Attr: self}, wire.DirEntry{Name: "..", Attr: parent})
-	d.more, d.loaded = true, true
+	d.more, d.loaded, d.filled = true, true, 0
 	return d.next(ctx, fs, cr)
+}
+
+// fillAttrs fetches the attributes of the entries from i on (a page's
+// worth), for READDIRPLUS after names-only pages. Names that changed
+// meanwhile keep no attributes; so does everything if the master fails
+// to answer, and the listing goes on without them.
+func (d *openDir) fillAttrs(ctx context.Context, fs *FS, cr client.Cred, i int) {
+	after := ""
+	if i > 2 {
+		after = d.ents[i-1].Name
+	}
+	var page []wire.DirEntry
+	var more bool
+	err := fs.do(ctx, func(c *client.Client) (err error) {
+		page, more, err = c.ReadDir(ctx, cr, d.ino, after, dirPage)
+		return err
+	})
+	d.filled = len(d.ents)
+	if err != nil {
+		fs.log.Debug("readdirplus without attributes", "dir", d.ino, "err", err)
+		return
+	}
+	if more && len(page) > 0 {
+		// Entries past the page's last name get another try later.
+		last := page[len(page)-1].Name
+		d.filled = i + sort.Search(len(d.ents)-i, func(j int) bool { return d.ents[i+j].Name > last })
+	}
+	// Both are in name order: walk them together.
+	for _, p := range page {
+		for i < len(d.ents) && d.ents[i].Name < p.Name {
+			i++
+		}
+		if i == len(d.ents) {
+			return
+		}
+		if d.ents[i].Name == p.Name && d.ents[i].Attr.Inode == p.Attr.Inode {
+			d.ents[i].Attr = p.Attr
+		}
+	}
 }
 
 // next fetches the page after the last name read.
@@ -150,7 +211,17 @@ func (d *openDir) next(ctx context.Context, fs *FS, cr client.Cred) error {
 	}
 	var page []wire.DirEntry
 	var more bool
+	// The first page comes with attributes, for the kernel's first
+	// READDIRPLUS (see ReadDirPlus); later ones with names only, which
+	// is all a plain listing needs, unless the master is too old.
+	names := len(d.ents) > 2
 	err := fs.do(ctx, func(c *client.Client) (err error) {
+		if names {
+			page, more, err = c.ReadDirNames(ctx, cr, d.ino, after, dirPage)
+			if !errors.Is(err, client.ErrNoNames) {
+				return err
+			}
+		}
 		page, more, err = c.ReadDir(ctx, cr, d.ino, after, dirPage)
 		return err
 	})

@@ -412,3 +412,56 @@ func TestDirAttrsAfterChange(t *testing.T) {
 		t.Fatalf("removed directory held open: nlink %d (%v); want 0", st.Nlink, err)
 	}
 }
+
+// TestBigDirListing: a directory of several master pages lists every
+// name once, in order, both plainly (names-only pages) and as ls -l does
+// (stat between reads, so the kernel asks for READDIRPLUS past the first
+// page), and the attributes it then caches are right.
+func TestBigDirListing(t *testing.T) {
+	needFUSE(t)
+	c := startCluster(t, 1)
+	m := c.mount(nil)
+	d := m.path("big")
+	if err := os.Mkdir(d, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 2600 // over two and a half pages
+	for i := range n {
+		if err := os.WriteFile(filepath.Join(d, fmt.Sprintf("f%05d", i)), make([]byte, i%7), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err := os.ReadDir(d)
+	if err != nil || len(names) != n {
+		t.Fatalf("plain listing: %d names, %v; want %d", len(names), err, n)
+	}
+	for i, e := range names {
+		if e.Name() != fmt.Sprintf("f%05d", i) || e.IsDir() {
+			t.Fatalf("plain listing: entry %d is %q", i, e.Name())
+		}
+	}
+	time.Sleep(1100 * time.Millisecond) // let the kernel's entries expire
+	f, err := os.Open(d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	seen := 0
+	for {
+		batch, err := f.ReadDir(300)
+		for _, e := range batch {
+			want := fmt.Sprintf("f%05d", seen)
+			fi, serr := os.Lstat(filepath.Join(d, e.Name()))
+			if e.Name() != want || serr != nil || fi.Size() != int64(seen%7) {
+				t.Fatalf("ls -l: entry %d is %q (want %q), stat %v, size %v", seen, e.Name(), want, serr, fi)
+			}
+			seen++
+		}
+		if err != nil || len(batch) == 0 {
+			break
+		}
+	}
+	if seen != n {
+		t.Fatalf("ls -l listed %d names, want %d", seen, n)
+	}
+}

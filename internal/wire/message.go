@@ -72,6 +72,8 @@ const (
 	TypeGetLock          Type = 137
 	TypeLockInfo         Type = 138
 	TypeChanged          Type = 139
+	TypeReadDirNames     Type = 140
+	TypeDirNames         Type = 141
 
 	// Chunkserver and master (200-299): registration, reports and the
 	// master's commands, see msg_chunk.go.
@@ -253,6 +255,8 @@ var messages = []MessageInfo{
 	{TypeGetLock, "GetLock", clients, masters, 1, false, func() Message { return new(GetLock) }},
 	{TypeLockInfo, "LockInfo", masters, clients, 1, false, func() Message { return new(LockInfo) }},
 	{TypeChanged, "Changed", masters, clients, 2, false, func() Message { return new(Changed) }},
+	{TypeReadDirNames, "ReadDirNames", clients, masters, 2, false, func() Message { return new(ReadDirNames) }},
+	{TypeDirNames, "DirNames", masters, clients, 2, false, func() Message { return new(DirNames) }},
 	// Chunkserver and master: reports up, commands down.
 	{TypeCSRegister, "CSRegister", chunkservers, masters, 1, false, func() Message { return new(CSRegister) }},
 	{TypeCSRegisterChunks, "CSRegisterChunks", chunkservers, masters, 1, false, func() Message { return new(CSRegisterChunks) }},

@@ -101,6 +101,79 @@ func (m *DirPage) Decode(d *Dec) error {
 	return d.Err()
 }
 
+// ReadDirNames asks, like ReadDir, for the names after After, with each
+// one's inode and type only (since protocol 2): what a plain readdir
+// needs, at a third of the bytes and none of the master's attribute
+// lookups. Answered by DirNames.
+type ReadDirNames struct {
+	ReqHeader
+	Inode uint32
+	After string
+	Max   uint32
+}
+
+func (*ReadDirNames) Type() Type { return TypeReadDirNames }
+func (m *ReadDirNames) Encode(e *Enc) {
+	m.encodeHdr(e)
+	e.U32(m.Inode)
+	e.String(m.After)
+	e.U32(m.Max)
+}
+func (m *ReadDirNames) Decode(d *Dec) error {
+	m.decodeHdr(d)
+	m.Inode = d.U32()
+	m.After = d.String()
+	m.Max = d.U32()
+	return d.Err()
+}
+
+// DirName is one name of a DirNames page.
+type DirName struct {
+	Name     string
+	Inode    uint32
+	NodeType uint8
+}
+
+// DirNames answers ReadDirNames. More says whether names follow the
+// last one.
+type DirNames struct {
+	Entries []DirName
+	More    bool
+}
+
+// dirNameMin is the fewest bytes an encoded DirName takes.
+const dirNameMin = 1 + 4 + 1
+
+func (*DirNames) Type() Type { return TypeDirNames }
+func (m *DirNames) Encode(e *Enc) {
+	e.Uvarint(uint64(len(m.Entries)))
+	for i := range m.Entries {
+		e.String(m.Entries[i].Name)
+		e.U32(m.Entries[i].Inode)
+		e.U8(m.Entries[i].NodeType)
+	}
+	e.Bool(m.More)
+}
+func (m *DirNames) Decode(d *Dec) error {
+	n := d.Uvarint()
+	// A forged count cannot make the decoder allocate more than the
+	// payload justifies.
+	if d.Err() == nil && n > uint64(d.Remaining()/dirNameMin) {
+		d.Fail("%d entries cannot fit in %d bytes", n, d.Remaining())
+	}
+	m.Entries = nil
+	if d.Err() == nil && n > 0 {
+		m.Entries = make([]DirName, n)
+		for i := range m.Entries {
+			m.Entries[i].Name = d.String()
+			m.Entries[i].Inode = d.U32()
+			m.Entries[i].NodeType = d.U8()
+		}
+	}
+	m.More = d.Bool()
+	return d.Err()
+}
+
 // GetXattr asks for one extended attribute. Answered by XattrValue, or
 // ENODATA.
 type GetXattr struct {

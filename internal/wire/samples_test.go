@@ -73,6 +73,8 @@ func samples() []Message {
 		&Lock{ReqHeader: hdr, Inode: 7, Owner: 1 << 50, Kind: LockPOSIX, LockType: LockWrite, Start: 10, End: 1<<64 - 1, PID: 4242},
 		&GetLock{ReqHeader: hdr, Inode: 7, Owner: 9, LockType: LockRead, Start: 0, End: 99},
 		&LockInfo{LockType: LockWrite, Start: 5, End: 50, PID: 17},
+		&ReadDirNames{ReqHeader: hdr, Inode: 1, After: "b", Max: 100},
+		&DirNames{Entries: []DirName{{Name: "c", Inode: 7, NodeType: 1}, {Name: "d", Inode: 8, NodeType: 2}}, More: true},
 		&Changed{Attr: Attr{Inode: 9, NodeType: 1, Mode: 0o644, Nlink: 1}, Dirs: []Attr{{Inode: 1, NodeType: 2, Mode: 0o755, Nlink: 3, Size: 4}}},
 		&CSReplicate{ID: 82, Version: 3, Sources: []string{"10.0.0.7:9422"}},
 		&CSRead{ID: 83, Version: 4, Offset: 65536, Size: 1 << 20},

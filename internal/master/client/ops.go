@@ -2,6 +2,7 @@ package client
 
 import (
 	"context"
+	"errors"
 
 	"github.com/carpfs/carpfs/internal/wire"
 )
@@ -100,6 +101,27 @@ func (c *Client) ReadDir(ctx context.Context, cr Cred, ino uint32, after string,
 		return nil, false, err
 	}
 	return p.Entries, p.More, nil
+}
+
+// ErrNoNames is ReadDirNames's answer from a master older than protocol
+// 2: use ReadDir.
+var ErrNoNames = errors.New("client: the master cannot list names without attributes (protocol 1)")
+
+// ReadDirNames returns, like ReadDir, up to max names after after, with
+// each one's inode and type only (Attr.Nlink is 0: not known).
+func (c *Client) ReadDirNames(ctx context.Context, cr Cred, ino uint32, after string, max uint32) ([]wire.DirEntry, bool, error) {
+	if c.mux.Conn().Version < 2 {
+		return nil, false, ErrNoNames
+	}
+	var p wire.DirNames
+	if err := c.mux.CallInto(ctx, &wire.ReadDirNames{ReqHeader: c.hdr(cr), Inode: ino, After: after, Max: max}, &p); err != nil {
+		return nil, false, err
+	}
+	ents := make([]wire.DirEntry, len(p.Entries))
+	for i, e := range p.Entries {
+		ents[i] = wire.DirEntry{Name: e.Name, Attr: wire.Attr{Inode: e.Inode, NodeType: e.NodeType}}
+	}
+	return ents, p.More, nil
 }
 
 // ReadDirAll lists a whole directory, page by page.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"sort"
 	"sync"
-	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 
@@ -32,20 +31,10 @@ type openDir struct {
 	filled int // entries before this one had their attributes fetched (or tried)
 }
 
+// OpenDir asks the master nothing: the kernel opens only what it knows
+// to be a directory, and the listing starts at the first read.
 func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
-	ctx := ctxOf(cancel)
 	ino := uint32(in.NodeId)
-	var a wire.Attr
-	err := fs.do(ctx, func(c *client.Client) (err error) {
-		a, err = c.GetAttr(ctx, credOf(&in.InHeader), ino)
-		return err
-	})
-	if err == nil && meta.Type(a.NodeType) != meta.TypeDir {
-		err = syscall.ENOTDIR
-	}
-	if err != nil {
-		return fs.status("opendir", err)
-	}
 	fs.mu.Lock()
 	defer fs.mu.Unlock()
 	fh := fs.nextFh
@@ -55,9 +44,11 @@ func (fs *FS) OpenDir(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut
 	if d == nil {
 		d = &dirRef{}
 		fs.dirAttrs[ino] = d
+		if f, ok := fs.fresh[ino]; ok {
+			d.attr = f.attr
+		}
 	}
 	d.refs++
-	d.attr = a
 	out.Fh = fh
 	return fuse.OK
 }
@@ -135,21 +126,25 @@ func (fs *FS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryLi
 	}
 }
 
-// start (re)reads the listing from its beginning.
+// start (re)reads the listing from its beginning: the parent's inode
+// for ".." and the first page, asked for together.
 func (d *openDir) start(ctx context.Context, fs *FS, cr client.Cred) error {
 	self := wire.Attr{Inode: d.ino, NodeType: uint8(meta.TypeDir)}
 	parent := self
+	var perr error
+	var wg sync.WaitGroup
 	if d.ino != meta.RootInode {
-		err := fs.do(ctx, func(c *client.Client) (err error) {
-			parent, err = c.Lookup(ctx, cr, d.ino, "..")
-			return err
-		})
-		if err != nil {
-			return err
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			perr = fs.do(ctx, func(c *client.Client) (err error) {
+				parent, err = c.Lookup(ctx, cr, d.ino, "..")
+				return err
+			})
+		}()
 	}
 	// Room for the whole listing at once, as big as the directory was
-	// when opened (its size is its entry count).
+	// when last seen (its size is its entry count).
 	fs.mu.Lock()
 	want := 2
 	if r := fs.dirAttrs[d.ino]; r != nil {
@@ -159,9 +154,19 @@ func (d *openDir) start(ctx context.Context, fs *FS, cr client.Cred) error {
 	if cap(d.ents) < want {
 		d.ents = make([]wire.DirEntry, 0, want)
 	}
-	d.ents = append(d.ents[:0], wire.DirEntry{Name: ".", Attr: self}, wire.DirEntry{Name: "..", Attr: parent})
+	d.ents = append(d.ents[:0], wire.DirEntry{Name: ".", Attr: self}, wire.DirEntry{Name: "..", Attr: self})
 	d.more, d.loaded, d.filled = true, true, 0
-	return d.next(ctx, fs, cr)
+	err := d.next(ctx, fs, cr)
+	wg.Wait()
+	if err == nil {
+		err = perr
+	}
+	if err != nil {
+		d.loaded = false
+		return err
+	}
+	d.ents[1].Attr = parent
+	return nil
 }
 
 // fillAttrs fetches the attributes of the entries from i on (a page's

@@ -49,6 +49,9 @@ func (fs *FS) noteDirs(dirs []wire.Attr) {
 			continue
 		}
 		fs.fresh[a.Inode] = freshDir{attr: a, until: until}
+		if d := fs.dirAttrs[a.Inode]; d != nil {
+			d.attr = a
+		}
 	}
 }
 

@@ -224,10 +224,19 @@ func (fs *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.Attr
 		a, err = c.GetAttr(ctx, credOf(&in.InHeader), ino)
 		return err
 	})
-	if errors.Is(err, syscall.ENOENT) {
-		// A directory removed while open still has attributes.
+	switch {
+	case err == nil:
+		// An open directory keeps its last attributes, and its size
+		// sizes the listing.
 		fs.mu.Lock()
 		if d := fs.dirAttrs[ino]; d != nil {
+			d.attr = a
+		}
+		fs.mu.Unlock()
+	case errors.Is(err, syscall.ENOENT):
+		// A directory removed while open still has attributes.
+		fs.mu.Lock()
+		if d := fs.dirAttrs[ino]; d != nil && d.attr.Inode != 0 {
 			a, err = d.attr, nil
 			a.Nlink = 0
 		}

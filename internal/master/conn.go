@@ -38,11 +38,13 @@ type clientConn struct {
 
 // inlineRequest names the requests a client connection serves on its
 // reading goroutine (see wire.MuxConfig.Inline): those answered from
-// memory under the store's read lock, and the opens and releases that
-// DoLazy records without waiting for the disk.
+// memory under the store's read lock in about constant time, and the
+// opens and releases that DoLazy records without waiting for the disk.
+// Listings are not among them: the first page of a huge directory sorts
+// it, and the mount's other requests must not wait behind that.
 func inlineRequest(t wire.Type) bool {
 	switch t {
-	case wire.TypePing, wire.TypeLookupName, wire.TypeGetAttr, wire.TypeReadLink, wire.TypeReadDir, wire.TypeReadDirNames,
+	case wire.TypePing, wire.TypeLookupName, wire.TypeGetAttr, wire.TypeReadLink,
 		wire.TypeGetXattr, wire.TypeListXattr, wire.TypeStatFS, wire.TypeGetGoal,
 		wire.TypeOpen, wire.TypeRelease:
 		return true

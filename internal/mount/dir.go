@@ -3,6 +3,7 @@ package mount
 import (
 	"context"
 	"errors"
+	"math"
 	"sort"
 	"sync"
 
@@ -13,8 +14,17 @@ import (
 	"github.com/carpfs/carpfs/internal/wire"
 )
 
-// dirPage is how many names one ReadDir asks of the master.
-const dirPage = 1024
+// Page sizes asked of the master. A page with attributes serves
+// READDIRPLUS, which takes some 400 entries per call; names only are
+// about a third of the bytes, so their pages are bigger and a listing
+// takes fewer round trips.
+const (
+	dirPage   = 512  // ReadDir, with attributes
+	namesPage = 4096 // ReadDirNames
+	// firstPlus bounds the entries of a listing's first READDIRPLUS
+	// answer, "." and ".." included.
+	firstPlus = 34
+)
 
 // openDir is an open directory handle. Its listing is a snapshot taken
 // page by page as the reader advances and kept until it reads from the
@@ -91,7 +101,15 @@ func (fs *FS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryLi
 			return fs.status("readdir", err)
 		}
 	}
-	for i := int(in.Offset); ; i++ {
+	// The kernel asks for READDIRPLUS at the start of every listing and
+	// later only once lookups followed (ls -l). The first answer is kept
+	// short: each entry in it costs the kernel an inode, which a plain
+	// listing (find, ls) never uses; the rest of it comes as READDIR.
+	stop := math.MaxInt
+	if plus && in.Offset == 0 {
+		stop = firstPlus
+	}
+	for i := int(in.Offset); i < stop; i++ {
 		for i >= len(d.ents) && d.more {
 			if err := d.next(ctx, fs, cr); err != nil {
 				return fs.status("readdir", err)
@@ -124,6 +142,7 @@ func (fs *FS) readDir(ctx context.Context, in *fuse.ReadIn, out *fuse.DirEntryLi
 			fs.entry(&e.Attr, eo)
 		}
 	}
+	return fuse.OK
 }
 
 // start (re)reads the listing from its beginning: the parent's inode
@@ -222,7 +241,7 @@ func (d *openDir) next(ctx context.Context, fs *FS, cr client.Cred) error {
 	names := len(d.ents) > 2
 	err := fs.do(ctx, func(c *client.Client) (err error) {
 		if names {
-			page, more, err = c.ReadDirNames(ctx, cr, d.ino, after, dirPage)
+			page, more, err = c.ReadDirNames(ctx, cr, d.ino, after, namesPage)
 			if !errors.Is(err, client.ErrNoNames) {
 				return err
 			}

@@ -365,54 +365,57 @@ func (r *request) setAttr(ctx context.Context, m *wire.SetAttr) (wire.Message, e
 	return r.entry(ino)
 }
 
-// readDir answers one page of a directory listing.
-// readDirNames answers a page of names with their inodes and types.
-func (r *request) readDirNames(m *wire.ReadDirNames) (wire.Message, error) {
-	limit := int(m.Max)
+// dirWindow runs f under the store's read lock with the entries of
+// directory ino that follow the name after, in name order, and the page
+// size: max, or the default, never over most.
+func (r *request) dirWindow(ino uint32, after string, max uint32, most int, f func(s *meta.State, ents []meta.DirEntry, limit int)) error {
+	limit := int(max)
 	if limit == 0 {
 		limit = defaultDirPage
 	}
-	limit = min(limit, maxDirNamesPage)
-	page := &wire.DirNames{}
+	limit = min(limit, most)
 	var e syscall.Errno
 	r.cc.srv.store.Read(func(s *meta.State) {
 		var ents []meta.DirEntry
-		if ents, e = s.ReadDir(r.in(m.Inode)); e != 0 {
+		if ents, e = s.ReadDir(r.in(ino)); e != 0 {
 			return
 		}
-		i := sort.Search(len(ents), func(i int) bool { return ents[i].Name > m.After })
-		n := min(limit, len(ents)-i)
+		i := sort.Search(len(ents), func(i int) bool { return ents[i].Name > after })
+		f(s, ents[i:], limit)
+	})
+	if e != 0 {
+		return fmt.Errorf("readdir %d: %w", ino, e)
+	}
+	return nil
+}
+
+// readDirNames answers a page of names with their inodes and types.
+func (r *request) readDirNames(m *wire.ReadDirNames) (wire.Message, error) {
+	page := &wire.DirNames{}
+	err := r.dirWindow(m.Inode, m.After, m.Max, maxDirNamesPage, func(_ *meta.State, ents []meta.DirEntry, limit int) {
+		n := min(limit, len(ents))
 		page.Entries = make([]wire.DirName, n)
 		for j := range page.Entries {
-			de := &ents[i+j]
+			de := &ents[j]
 			ino := de.Inode
 			if ino == r.ss.root {
 				ino = meta.RootInode
 			}
 			page.Entries[j] = wire.DirName{Name: de.Name, Inode: ino, NodeType: uint8(de.Type)}
 		}
-		page.More = i+n < len(ents)
+		page.More = n < len(ents)
 	})
-	if e != 0 {
-		return nil, fmt.Errorf("readdir %d: %w", m.Inode, e)
+	if err != nil {
+		return nil, err
 	}
 	return page, nil
 }
 
+// readDir answers a page of names with their attributes.
 func (r *request) readDir(m *wire.ReadDir) (wire.Message, error) {
-	limit := int(m.Max)
-	if limit == 0 {
-		limit = defaultDirPage
-	}
-	limit = min(limit, maxDirPage)
 	page := &wire.DirPage{}
-	var e syscall.Errno
-	r.cc.srv.store.Read(func(s *meta.State) {
-		var ents []meta.DirEntry
-		if ents, e = s.ReadDir(r.in(m.Inode)); e != 0 {
-			return
-		}
-		i := sort.Search(len(ents), func(i int) bool { return ents[i].Name > m.After })
+	err := r.dirWindow(m.Inode, m.After, m.Max, maxDirPage, func(s *meta.State, ents []meta.DirEntry, limit int) {
+		i := 0
 		for ; i < len(ents) && len(page.Entries) < limit; i++ {
 			a, ae := s.GetAttr(ents[i].Inode)
 			if ae != 0 {
@@ -422,8 +425,8 @@ func (r *request) readDir(m *wire.ReadDir) (wire.Message, error) {
 		}
 		page.More = i < len(ents)
 	})
-	if e != 0 {
-		return nil, fmt.Errorf("readdir %d: %w", m.Inode, e)
+	if err != nil {
+		return nil, err
 	}
 	return page, nil
 }

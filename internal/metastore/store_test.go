@@ -244,13 +244,7 @@ func TestDoManyAndLazy(t *testing.T) {
 		t.Fatalf("DoLazy of a failing op: %v %v", r, err)
 	}
 	st.Read(func(s *meta.State) { v = s.Version() })
-	deadline := time.Now().Add(10 * time.Second)
-	for st.Durable() < v {
-		if time.Now().After(deadline) {
-			t.Fatalf("a lazy entry (version %d) never became durable (durable %d)", v, st.Durable())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWritten(t, st, v, "a lazy entry")
 }
 
 // TestLazyRidesAlong: a lazy entry followed at once by a durable
@@ -294,13 +288,7 @@ func TestLazyRidesAlong(t *testing.T) {
 	}
 	var v uint64
 	st.Read(func(s *meta.State) { v = s.Version() })
-	deadline := time.Now().Add(10 * time.Second)
-	for st.Durable() < v {
-		if time.Now().After(deadline) {
-			t.Fatalf("a lazy entry (version %d) never became durable (durable %d)", v, st.Durable())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWritten(t, st, v, "a lazy entry")
 }
 
 // TestAsyncWrites: an async store acknowledges before the flush, writes
@@ -319,13 +307,7 @@ func TestAsyncWrites(t *testing.T) {
 		}
 		st.Read(func(s *meta.State) { last = s.Version() })
 	}
-	deadline := time.Now().Add(5 * time.Second)
-	for st.Durable() < last {
-		if time.Now().After(deadline) {
-			t.Fatalf("version %d acknowledged, only %d written after 5 s", last, st.Durable())
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitWritten(t, st, last, "an async entry")
 	st.abandon()
 	st, err = Open(context.Background(), Options{Dir: dir})
 	if err != nil {
@@ -336,5 +318,18 @@ func TestAsyncWrites(t *testing.T) {
 		if _, e := lookup(st, meta.RootInode, fmt.Sprint("f", i)); e != 0 {
 			t.Fatalf("f%d acknowledged and written, lost with the process: %v", i, e)
 		}
+	}
+}
+
+// waitWritten waits up to 10 s for the store to flush version v, an
+// entry nobody waits for (what names it).
+func waitWritten(t *testing.T, st *Store, v uint64, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for st.Durable() < v {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s (version %d) never became durable (durable %d)", what, v, st.Durable())
+		}
+		time.Sleep(time.Millisecond)
 	}
 }

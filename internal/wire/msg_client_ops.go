@@ -104,28 +104,12 @@ func (m *DirPage) Decode(d *Dec) error {
 // ReadDirNames asks, like ReadDir, for the names after After, with each
 // one's inode and type only (since protocol 2): what a plain readdir
 // needs, at a third of the bytes and none of the master's attribute
-// lookups. Answered by DirNames.
-type ReadDirNames struct {
-	ReqHeader
-	Inode uint32
-	After string
-	Max   uint32
-}
+// lookups. Its fields are ReadDir's. Answered by DirNames.
+type ReadDirNames ReadDir
 
-func (*ReadDirNames) Type() Type { return TypeReadDirNames }
-func (m *ReadDirNames) Encode(e *Enc) {
-	m.encodeHdr(e)
-	e.U32(m.Inode)
-	e.String(m.After)
-	e.U32(m.Max)
-}
-func (m *ReadDirNames) Decode(d *Dec) error {
-	m.decodeHdr(d)
-	m.Inode = d.U32()
-	m.After = d.String()
-	m.Max = d.U32()
-	return d.Err()
-}
+func (*ReadDirNames) Type() Type            { return TypeReadDirNames }
+func (m *ReadDirNames) Encode(e *Enc)       { (*ReadDir)(m).Encode(e) }
+func (m *ReadDirNames) Decode(d *Dec) error { return (*ReadDir)(m).Decode(d) }
 
 // DirName is one name of a DirNames page.
 type DirName struct {

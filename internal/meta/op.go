@@ -140,6 +140,8 @@ func newOp(name []byte) Op {
 		return &Session{}
 	case "SESCLOSE":
 		return &SessionClose{}
+	case "TERM":
+		return &TermStart{}
 	}
 	return nil
 }
@@ -147,6 +149,7 @@ func newOp(name []byte) Op {
 var opNames = []string{
 	"SESSION", "SESCLOSE", "CREATE", "SYMLINK", "LINK", "UNLINK", "RMDIR", "RENAME", "SETATTR",
 	"TRUNCATE", "SETXATTR", "RMXATTR", "SETGOAL", "OPEN", "RELEASE", "WRITE", "UNLOCK", "LENGTH",
+	"TERM",
 }
 
 // OpNames lists every operation name DecodeOp knows.
@@ -157,6 +160,14 @@ type Session struct{ Info string }
 
 // SessionClose ends a session and releases every file it holds open.
 type SessionClose struct{ ID uint64 }
+
+// TermStart is the first entry a master writes in a new term. It changes
+// nothing but the state's term: it gives the term an entry of its own, so
+// that the entries the master carried over from older terms are committed
+// together with one of its own, never on their own count (an entry of an
+// older term stored on a majority can still be cut by a later master; one
+// followed by a committed entry of a newer term cannot).
+type TermStart struct{}
 
 // Create makes a regular file, directory, fifo, socket or device node; the
 // result is the new inode. Mode holds the permission bits only.
@@ -292,6 +303,7 @@ type Length struct {
 
 func (*Session) OpName() string      { return "SESSION" }
 func (*SessionClose) OpName() string { return "SESCLOSE" }
+func (*TermStart) OpName() string    { return "TERM" }
 func (*Create) OpName() string       { return "CREATE" }
 func (*Symlink) OpName() string      { return "SYMLINK" }
 func (*Link) OpName() string         { return "LINK" }
@@ -311,6 +323,7 @@ func (*Length) OpName() string       { return "LENGTH" }
 
 func (o *Session) EncodeArgs(w ArgWriter)      { w.String(o.Info) }
 func (o *SessionClose) EncodeArgs(w ArgWriter) { w.Uint(o.ID) }
+func (*TermStart) EncodeArgs(ArgWriter)        {}
 func (o *Create) EncodeArgs(w ArgWriter) {
 	w.Uint(uint64(o.Parent))
 	w.String(o.Name)
@@ -410,6 +423,7 @@ func decode(r ArgReader) *argDecoder {
 
 func (o *Session) decodeArgs(r ArgReader)      { o.Info = r.String() }
 func (o *SessionClose) decodeArgs(r ArgReader) { o.ID = r.Uint() }
+func (*TermStart) decodeArgs(ArgReader)        {}
 func (o *Create) decodeArgs(r ArgReader) {
 	d := decode(r)
 	o.Parent, o.Name, o.Type, o.Mode = d.u32(), d.str(), d.typ(), d.u16()

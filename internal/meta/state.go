@@ -699,6 +699,10 @@ func (o *Session) apply(s *State, t uint32) Result {
 	return ok1(id)
 }
 
+// apply of a TermStart changes nothing: Apply moves the state's term to
+// the entry's, as for every entry.
+func (*TermStart) apply(s *State, t uint32) Result { return ok0() }
+
 func (o *SessionClose) apply(s *State, t uint32) Result {
 	ss, ok := s.sessions[o.ID]
 	if !ok {

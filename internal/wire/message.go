@@ -89,6 +89,16 @@ const (
 	TypeCSTruncate       Type = 213
 	TypeCSReplicate      Type = 214
 
+	// Metalogger and master (300-399): terms and the changelog stream,
+	// see msg_ml.go.
+	TypeMLGrant    Type = 300
+	TypeMLState    Type = 301
+	TypeMLTruncate Type = 302
+	TypeMLAppend   Type = 303
+	TypeMLAck      Type = 304
+	TypeMLFetch    Type = 305
+	TypeMLLines    Type = 306
+
 	// The data port (400-449): clients and chunkservers to chunkservers,
 	// see msg_data.go.
 	TypeCSRead  Type = 400
@@ -192,6 +202,7 @@ const (
 	clients          = RoleSet(1 << RoleClient)
 	masters          = RoleSet(1 << RoleMaster)
 	chunkservers     = RoleSet(1 << RoleChunkserver)
+	metaloggers      = RoleSet(1 << RoleMetalogger)
 	handshakeSenders = AllRoles &^ RoleSet(1<<RoleMaster)
 	handshakeServers = RoleSet(1<<RoleMaster | 1<<RoleChunkserver | 1<<RoleMetalogger)
 )
@@ -269,6 +280,15 @@ var messages = []MessageInfo{
 	{TypeCSSetVersion, "CSSetVersion", masters, chunkservers, 1, false, func() Message { return new(CSSetVersion) }},
 	{TypeCSTruncate, "CSTruncate", masters, chunkservers, 1, false, func() Message { return new(CSTruncate) }},
 	{TypeCSReplicate, "CSReplicate", masters, chunkservers, 1, false, func() Message { return new(CSReplicate) }},
+	// Metalogger and master: the master asks, the metalogger answers and
+	// acknowledges.
+	{TypeMLGrant, "MLGrant", masters, metaloggers, 2, false, func() Message { return new(MLGrant) }},
+	{TypeMLState, "MLState", metaloggers, masters, 2, false, func() Message { return new(MLState) }},
+	{TypeMLTruncate, "MLTruncate", masters, metaloggers, 2, false, func() Message { return new(MLTruncate) }},
+	{TypeMLAppend, "MLAppend", masters, metaloggers, 2, false, func() Message { return new(MLAppend) }},
+	{TypeMLAck, "MLAck", metaloggers, masters, 2, false, func() Message { return new(MLAck) }},
+	{TypeMLFetch, "MLFetch", masters, metaloggers, 2, false, func() Message { return new(MLFetch) }},
+	{TypeMLLines, "MLLines", metaloggers, masters, 2, false, func() Message { return new(MLLines) }},
 	// The data port: clients and chunkservers (replicating, forwarding a
 	// write down the chain) ask a chunkserver.
 	{TypeCSRead, "CSRead", clients | chunkservers, chunkservers, 1, false, func() Message { return new(CSRead) }},

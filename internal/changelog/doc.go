@@ -66,6 +66,13 @@
 // the group-commit point: a caller appends a batch, syncs once, and only
 // then acknowledges the batch.
 //
+// AppendLine appends a line that arrives already encoded, as a master's
+// lines reach a metalogger. It is parsed as strictly as a Reader parses
+// and must continue the sequence as Append requires, so a copy never holds
+// a line its readers would refuse; its bytes are then written as they
+// came, which is the same as encoding the entry again since lines are
+// canonical.
+//
 // # Torn and corrupt tails
 //
 // A crash during an append can leave the last line unfinished (no
@@ -79,6 +86,43 @@
 // what it cuts is more than one torn line it first copies the cut bytes
 // to prefix.0.mfs.cut.OFFSET, because a complete bad line followed by
 // good ones is damage an operator should see rather than lose.
+//
+// # Following the files
+//
+// A Tail reads lines from a given version on across the current and
+// rotated files, oldest to newest: a master feeds a metalogger that has
+// fallen behind from its files that way, and a metalogger answers a fetch.
+// A Writer in the same process may be appending and rotating meanwhile,
+// so a Tail goes by versions, not file numbers. It opens every file from
+// one listing and checks with a second listing that each name still names
+// the file it opened, so that a rotation in between cannot hide a file;
+// it keeps each file open until it has read it, so that a rotation
+// renaming or deleting it does not matter; and at the end of a file it
+// continues with the file that starts at the next version, listing the
+// directory again if it has to. A file is complete once a newer one
+// exists, because rotation syncs a file before renaming it and only then
+// appends go elsewhere.
+//
+// The end of the current file is the end of the data, io.EOF, even inside
+// a line still being written; a later Next looks again. A version older
+// than the files hold is ErrTooOld, and the asker needs a dump. Versions
+// missing between files and damage anywhere are errors: a Tail never
+// skips what it cannot read, since its reader would then hold a log with a
+// hole in it.
+//
+// # Cutting a divergent tail
+//
+// A metalogger may hold entries that a master logged but never committed
+// before another master took over, whose history goes another way after
+// the last committed version. TruncateAfter removes the entries after a
+// version: it deletes the files that hold only later entries, newest
+// first, cuts the file that holds the version right after its line, and
+// renames that file to prefix.0.mfs if it was a rotated one, so that Open
+// appends after the version. Each step is durable, by a file or directory
+// fsync, before the next is taken, so a crash leaves files that hold one
+// run of versions from the oldest on, ending at the version or later but
+// never with a hole; running TruncateAfter again finishes the job. It
+// needs the files to itself: no Writer or Tail may be open on the prefix.
 //
 // # Reading in parallel
 //

@@ -92,6 +92,7 @@ type Writer struct {
 	f           *os.File
 	bw          *bufio.Writer
 	enc         Encoder
+	p           Parser // for AppendLine
 	buf         []byte
 	size        int64
 	last        uint64
@@ -114,14 +115,22 @@ func Open(dir, prefix string, opts Options) (*Writer, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, fmt.Errorf("open changelog: %w", err)
 	}
-	if prefix == "" || strings.ContainsAny(prefix, `/\`) {
-		return nil, fmt.Errorf("open changelog: bad file name prefix %q", prefix)
+	if err := checkPrefix(prefix); err != nil {
+		return nil, fmt.Errorf("open changelog: %w", err)
 	}
 	w := &Writer{dir: dir, prefix: prefix, opts: opts.withDefaults()}
 	if err := w.open(); err != nil {
 		return nil, fmt.Errorf("open changelog %s: %w", w.Path(), err)
 	}
 	return w, nil
+}
+
+// checkPrefix refuses a prefix that would name files outside the directory.
+func checkPrefix(prefix string) error {
+	if prefix == "" || strings.ContainsAny(prefix, `/\`) {
+		return fmt.Errorf("bad file name prefix %q", prefix)
+	}
+	return nil
 }
 
 // Path is the file being appended to.
@@ -315,6 +324,43 @@ func lastEntry(path string) (*meta.Entry, error) {
 
 // Append buffers e's line. The entry is durable only after Sync.
 func (w *Writer) Append(e *meta.Entry) error {
+	return w.add(e, nil)
+}
+
+// AppendLine buffers line, which must be one changelog line exactly as
+// Encoder writes it, newline included: what a metalogger receives from a
+// master. It is parsed as strictly as a Reader parses, so a line that
+// AppendLine accepts is one every reader accepts, and it must continue the
+// log as Append requires. The caller's bytes are written as they are (the
+// format is canonical, so they are what encoding the entry would give) and
+// are not retained. The entry is returned for the caller to apply.
+//
+// A line that does not parse or is longer than MaxLineSize gives an error
+// matching ErrCorrupt, one out of sequence ErrSequence; either way nothing
+// is written and the Writer stays usable.
+func (w *Writer) AppendLine(line []byte) (meta.Entry, error) {
+	var e meta.Entry
+	var err error
+	if len(line) > MaxLineSize {
+		err = &ParseError{Col: MaxLineSize + 1, Reason: tooLong}
+	} else {
+		e, err = w.p.ParseLine(line)
+	}
+	if err != nil {
+		// %.40q quotes the first 40 bytes: enough to show the version
+		// the sender meant, short enough for a log line.
+		return meta.Entry{}, fmt.Errorf("append changelog line %.40q (%d bytes) after version %d: %w", line, len(line), w.last, err)
+	}
+	if err := w.add(&e, line); err != nil {
+		return meta.Entry{}, err
+	}
+	return e, nil
+}
+
+// add is Append and AppendLine: it checks that e continues the log and
+// buffers its line, which is line when the caller has it and else e
+// encoded.
+func (w *Writer) add(e *meta.Entry, line []byte) error {
 	if err := w.usable(); err != nil {
 		return fmt.Errorf("append changelog entry %d: %w", e.Version, err)
 	}
@@ -324,16 +370,18 @@ func (w *Writer) Append(e *meta.Entry) error {
 	if w.known && e.Term < w.lastTerm {
 		return fmt.Errorf("append changelog entry %d: %w: term %d is below the last term %d", e.Version, ErrSequence, e.Term, w.lastTerm)
 	}
-	buf, err := w.enc.AppendEntry(w.buf[:0], e)
-	if err != nil {
-		return err // already says which entry and why
+	if line == nil {
+		buf, err := w.enc.AppendEntry(w.buf[:0], e)
+		if err != nil {
+			return err // already says which entry and why
+		}
+		w.buf, line = buf, buf
 	}
-	w.buf = buf
-	if _, err := w.bw.Write(buf); err != nil {
+	if _, err := w.bw.Write(line); err != nil {
 		w.err = err
 		return fmt.Errorf("append changelog entry %d: %w", e.Version, err)
 	}
-	w.size += int64(len(buf))
+	w.size += int64(len(line))
 	w.last, w.lastTerm, w.known = e.Version, e.Term, true
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -60,7 +61,22 @@ type Reader struct {
 // NewReader reads changelog lines from r. name appears in errors; use the
 // file's path.
 func NewReader(r io.Reader, name string) *Reader {
-	return &Reader{name: name, br: bufio.NewReaderSize(r, readBufSize)}
+	return newReaderSize(r, name, readBufSize)
+}
+
+// newReaderSize is NewReader with a buffer of size bytes, for reads of one
+// or two lines that should not cost a full buffer each.
+func newReaderSize(r io.Reader, name string, size int) *Reader {
+	return &Reader{name: name, br: bufio.NewReaderSize(r, size)}
+}
+
+// resume lets a Reader that ended with io.EOF or a torn line read on from
+// src, which must continue where Offset says the good data ends: the file
+// may have grown since. Line numbers, offsets and the version check carry
+// on as if the Reader had never stopped.
+func (r *Reader) resume(src io.Reader) {
+	r.br.Reset(src)
+	r.err, r.raw = nil, nil
 }
 
 // Name is the name the Reader was given.
@@ -137,6 +153,22 @@ func (r *Reader) readLine() ([]byte, error) {
 
 func (r *Reader) corrupt(reason string, torn bool, cause error) *CorruptError {
 	return &CorruptError{File: r.name, Line: r.line + 1, Offset: r.off, Reason: reason, Torn: torn, Err: cause, After: r.last}
+}
+
+// firstEntry reads the first entry of f through a small buffer, without
+// moving f's offset. ok is false when f holds no complete line: it is
+// empty, or holds only the start of one, as the current file does while
+// its first append is being written.
+func firstEntry(f *os.File, name string) (e meta.Entry, ok bool, err error) {
+	r := newReaderSize(io.NewSectionReader(f, 0, math.MaxInt64), name, 4<<10)
+	e, err = r.Next()
+	if err == nil {
+		return e, true, nil
+	}
+	if ce, corrupt := asCorrupt(err); err == io.EOF || corrupt && ce.Torn {
+		return meta.Entry{}, false, nil
+	}
+	return meta.Entry{}, false, err
 }
 
 // FileReader is a Reader over an open file.

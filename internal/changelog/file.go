@@ -140,6 +140,10 @@ func (w *Writer) Path() string { return filepath.Join(w.dir, FileName(w.prefix, 
 // or 0 when there is none.
 func (w *Writer) LastVersion() uint64 { return w.last }
 
+// LastTerm is the term of the entry LastVersion names, 0 when there is
+// none.
+func (w *Writer) LastTerm() uint64 { return w.lastTerm }
+
 // Size is the current file's length, buffered appends included.
 func (w *Writer) Size() int64 { return w.size }
 

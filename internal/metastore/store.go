@@ -62,6 +62,23 @@ type Options struct {
 	// LazyDelay bounds how long a DoLazy entry waits for a flush; 0
 	// means LazyFlushDelay.
 	LazyDelay time.Duration
+	// Replicator, if set, gets every entry and decides when it is
+	// committed (COMMIT_MODE = quorum): Do returns once a majority of
+	// metaloggers has the entry, and the local changelog is written at
+	// once and fdatasynced every AsyncSyncInterval, as in async mode,
+	// since the metaloggers' copies are the ones that count. With Async
+	// too, entries are streamed but nothing waits for them.
+	Replicator Replicator
+}
+
+// Replicator streams entries to other hosts and says when they are
+// committed there (package master's Journal).
+type Replicator interface {
+	// Append is called with every entry, in version order, under the
+	// store's lock: it must not block.
+	Append(e *meta.Entry)
+	// WaitCommit returns once entry v is committed, or why it cannot be.
+	WaitCommit(ctx context.Context, v uint64) error
 }
 
 // Store owns a file system's metadata on one master.
@@ -198,7 +215,7 @@ func (st *Store) committer() {
 		if st.failed != nil || (st.closing && st.appended <= st.durable) {
 			return
 		}
-		sync := !st.opts.Async || st.syncDue || st.closing
+		sync := st.localSync() || st.syncDue || st.closing
 		st.syncDue = false
 		st.flush(sync)
 		if !sync && st.syncTimer == nil && !st.closing {
@@ -206,6 +223,9 @@ func (st *Store) committer() {
 		}
 	}
 }
+
+// localSync tells whether acknowledging waits for the local fdatasync.
+func (st *Store) localSync() bool { return !st.opts.Async && st.opts.Replicator == nil }
 
 // syncNow asks the committer of an async store for a flush with
 // fdatasync.
@@ -264,11 +284,20 @@ func (st *Store) Do(ctx context.Context, op meta.Op) (meta.Result, error) {
 	if err != nil || !res.Ok() {
 		return res, err
 	}
-	if st.opts.Async {
-		st.noteAppended(v)
-		return res, nil
+	return res, st.wait(ctx, v)
+}
+
+// wait returns once entry v may be acknowledged: fdatasynced here, or
+// committed by the Replicator, or at once in async mode.
+func (st *Store) wait(ctx context.Context, v uint64) error {
+	if st.localSync() {
+		return st.waitDurable(ctx, v)
 	}
-	return res, st.waitDurable(ctx, v)
+	st.noteAppended(v)
+	if st.opts.Async {
+		return nil
+	}
+	return st.opts.Replicator.WaitCommit(ctx, v)
 }
 
 // DoMany applies ops in order and waits once for all their entries to be
@@ -292,11 +321,7 @@ func (st *Store) DoMany(ctx context.Context, ops ...meta.Op) ([]meta.Result, err
 	if last == 0 {
 		return out, nil
 	}
-	if st.opts.Async {
-		st.noteAppended(last)
-		return out, nil
-	}
-	return out, st.waitDurable(ctx, last)
+	return out, st.wait(ctx, last)
 }
 
 // AsyncSyncInterval is how often an async store fdatasyncs its
@@ -364,13 +389,77 @@ func (st *Store) apply(op meta.Op) (meta.Result, uint64, error) {
 		return res, 0, err
 	}
 	e.Result = res
-	if err := st.cl.Append(&e); err != nil {
-		// The state moved but the log did not: the two no longer agree
-		// and nothing more may be acknowledged.
-		st.fail(fmt.Errorf("changelog append: %w", err))
+	if err := st.record(&e); err != nil {
 		return meta.Result{}, 0, err
 	}
 	return res, e.Version, nil
+}
+
+// record appends applied entry e to the changelog buffer and hands it to
+// the Replicator. Called with mu held.
+func (st *Store) record(e *meta.Entry) error {
+	if err := st.cl.Append(e); err != nil {
+		// The state moved but the log did not: the two no longer agree
+		// and nothing more may be acknowledged.
+		st.fail(fmt.Errorf("changelog append: %w", err))
+		return err
+	}
+	if st.opts.Replicator != nil {
+		st.opts.Replicator.Append(e)
+	}
+	return nil
+}
+
+// Replay applies entries that other hosts logged (a master catching up
+// from its metaloggers at start) and logs them here, checking that each
+// gives its recorded result. They are not waited for: they become
+// durable with the next entry that is.
+func (st *Store) Replay(entries []meta.Entry) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.cl == nil {
+		return ErrClosed
+	}
+	for i := range entries {
+		e := &entries[i]
+		if err := st.state.Replay(e); err != nil {
+			// The state may hold part of the entry: it no longer matches
+			// any log.
+			st.fail(fmt.Errorf("replay: %w", err))
+			return err
+		}
+		if err := st.record(e); err != nil {
+			return err
+		}
+	}
+	st.cmu.Lock()
+	st.appended = max(st.appended, st.state.Version())
+	st.work.Signal()
+	st.cmu.Unlock()
+	return nil
+}
+
+// StartTerm makes term the one new entries are written under and writes
+// the term's first entry (meta.TermStart), returning once it is
+// acknowledged like any operation. term must be above every term the
+// state has seen.
+func (st *Store) StartTerm(ctx context.Context, term uint64) error {
+	st.mu.Lock()
+	if term <= st.state.Term() {
+		st.mu.Unlock()
+		return fmt.Errorf("start term %d: the metadata already has term %d", term, st.state.Term())
+	}
+	st.term = term
+	st.mu.Unlock()
+	_, err := st.Do(ctx, &meta.TermStart{})
+	return err
+}
+
+// Position is the version and term of the last entry applied.
+func (st *Store) Position() (version, term uint64) {
+	st.mu.RLock()
+	defer st.mu.RUnlock()
+	return st.state.Version(), st.state.Term()
 }
 
 func (st *Store) fail(err error) {

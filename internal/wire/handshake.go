@@ -45,6 +45,10 @@ type RefusedError struct {
 	Message string
 	// ByPeer is true when the peer refused us, false when we refused it.
 	ByPeer bool
+	// PeerTerm is, when this side refused a peer for having seen a newer
+	// term (RefuseTerm), that term: a master not yet serving may start
+	// a term above it.
+	PeerTerm uint64
 }
 
 func (e *RefusedError) Error() string {

@@ -187,8 +187,10 @@ func serverHandshake(nc net.Conn, cfg *ServerConfig, c common) (*Conn, error) {
 	case h.MetaID != 0 && cfg.MetaID != 0 && h.MetaID != cfg.MetaID:
 		return nil, refuse(w, RefuseMetaID, "%s belongs to file system %016x, %s serves %016x", peer, h.MetaID, me, cfg.MetaID)
 	case cfg.Role == RoleMaster && h.Term > cfg.Term:
-		return nil, refuse(w, RefuseTerm, "%s's term %d is older than term %d seen by %s: it is not the current master",
+		err := refuse(w, RefuseTerm, "%s's term %d is older than term %d seen by %s: it is not the current master",
 			me, cfg.Term, h.Term, peer)
+		err.(*RefusedError).PeerTerm = h.Term
+		return nil, err
 	}
 
 	conn := &Conn{

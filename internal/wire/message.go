@@ -98,6 +98,8 @@ const (
 	TypeMLAck      Type = 304
 	TypeMLFetch    Type = 305
 	TypeMLLines    Type = 306
+	TypeMLDumpRead Type = 307
+	TypeMLDumpData Type = 308
 
 	// The data port (400-449): clients and chunkservers to chunkservers,
 	// see msg_data.go.
@@ -289,6 +291,8 @@ var messages = []MessageInfo{
 	{TypeMLAck, "MLAck", metaloggers, masters, 2, false, func() Message { return new(MLAck) }},
 	{TypeMLFetch, "MLFetch", masters, metaloggers, 2, false, func() Message { return new(MLFetch) }},
 	{TypeMLLines, "MLLines", metaloggers, masters, 2, false, func() Message { return new(MLLines) }},
+	{TypeMLDumpRead, "MLDumpRead", metaloggers, masters, 2, false, func() Message { return new(MLDumpRead) }},
+	{TypeMLDumpData, "MLDumpData", masters, metaloggers, 2, false, func() Message { return new(MLDumpData) }},
 	// The data port: clients and chunkservers (replicating, forwarding a
 	// write down the chain) ask a chunkserver.
 	{TypeCSRead, "CSRead", clients | chunkservers, chunkservers, 1, false, func() Message { return new(CSRead) }},

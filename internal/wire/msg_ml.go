@@ -175,3 +175,56 @@ func (m *MLLines) Decode(d *Dec) error {
 	}
 	return d.Err()
 }
+
+// MLDumpRead asks the master for part of its newest dump file: a
+// metalogger that has none needs one to build its replica from. Version
+// 0 asks for the newest; a later part names the version the first answer
+// gave, and an answer for another version (the dump was replaced) starts
+// the download over. The master refuses (EAGAIN) a dump newer than its
+// commit point.
+type MLDumpRead struct {
+	Version uint64
+	Offset  uint64
+	Size    uint32
+}
+
+func (*MLDumpRead) Type() Type { return TypeMLDumpRead }
+
+func (m *MLDumpRead) Encode(e *Enc) {
+	e.U64(m.Version)
+	e.U64(m.Offset)
+	e.U32(m.Size)
+}
+
+func (m *MLDumpRead) Decode(d *Dec) error {
+	m.Version = d.U64()
+	m.Offset = d.U64()
+	m.Size = d.U32()
+	return d.Err()
+}
+
+// MLDumpData answers MLDumpRead: the dump's version and size, and the
+// bytes from the asked offset (empty at the end).
+type MLDumpData struct {
+	Version uint64
+	Total   uint64
+	Data    []byte
+}
+
+func (*MLDumpData) Type() Type { return TypeMLDumpData }
+
+func (m *MLDumpData) Encode(e *Enc) {
+	e.U64(m.Version)
+	e.U64(m.Total)
+	e.Bytes(m.Data)
+}
+
+func (m *MLDumpData) Decode(d *Dec) error {
+	m.Version = d.U64()
+	m.Total = d.U64()
+	m.Data = d.Bytes()
+	if d.Err() == nil && uint64(len(m.Data)) > m.Total {
+		d.Fail("%d bytes of a %d-byte dump", len(m.Data), m.Total)
+	}
+	return d.Err()
+}

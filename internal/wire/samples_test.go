@@ -83,6 +83,8 @@ func samples() []Message {
 		&MLAppend{Term: 4, Commit: 1041, Lines: []byte("1042|4|1700000000|TERM()||5d1f0c2e\n")},
 		&MLAck{Version: 1042},
 		&MLFetch{From: 1041, MaxBytes: 4 << 20},
+		&MLDumpRead{Version: 1000, Offset: 1 << 20, Size: 1 << 20},
+		&MLDumpData{Version: 1000, Total: 3 << 20, Data: []byte("dump bytes")},
 		&MLLines{Lines: []byte("1041|3|1700000000|UNLOCK(81)||0e5c2a11\n")},
 		&CSRead{ID: 83, Version: 4, Offset: 65536, Size: 1 << 20},
 		&CSData{Data: []byte("chunk bytes")},

@@ -73,30 +73,7 @@ func loadState(dir string) (state, error) {
 
 // saveState replaces dir's state file atomically.
 func saveState(dir string, s state) error {
-	path := filepath.Join(dir, StateFile)
-	tmp := path + ".tmp"
-	err := func() error {
-		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-		if err != nil {
-			return err
-		}
-		_, err = f.Write(s.encode())
-		if serr := f.Sync(); err == nil {
-			err = serr
-		}
-		if cerr := f.Close(); err == nil {
-			err = cerr
-		}
-		if err != nil {
-			return err
-		}
-		if err := os.Rename(tmp, path); err != nil {
-			return err
-		}
-		return fsutil.SyncDir(dir)
-	}()
-	if err != nil {
-		_ = os.Remove(tmp)
+	if err := fsutil.WriteFileAtomic(dir, StateFile, s.encode(), 0o644); err != nil {
 		return fmt.Errorf("save chunkserver state: %w", err)
 	}
 	return nil

@@ -17,6 +17,7 @@ import (
 	"net"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
@@ -32,12 +33,19 @@ import (
 
 // Config is mfsmaster.cfg. Keys follow MooseFS where MooseFS has one.
 type Config struct {
-	DataPath        string        `cfg:"DATA_PATH"`
-	ExportsFile     string        `cfg:"EXPORTS_FILENAME"`
-	ClientHost      string        `cfg:"MATOCL_LISTEN_HOST"`
-	ClientPort      uint16        `cfg:"MATOCL_LISTEN_PORT"`
-	CSHost          string        `cfg:"MATOCS_LISTEN_HOST"`
-	CSPort          uint16        `cfg:"MATOCS_LISTEN_PORT"`
+	DataPath    string `cfg:"DATA_PATH"`
+	ExportsFile string `cfg:"EXPORTS_FILENAME"`
+	ClientHost  string `cfg:"MATOCL_LISTEN_HOST"`
+	ClientPort  uint16 `cfg:"MATOCL_LISTEN_PORT"`
+	CSHost      string `cfg:"MATOCS_LISTEN_HOST"`
+	CSPort      uint16 `cfg:"MATOCS_LISTEN_PORT"`
+	MLHost      string `cfg:"MATOML_LISTEN_HOST"`
+	MLPort      uint16 `cfg:"MATOML_LISTEN_PORT"`
+	// Metaloggers is how many metaloggers the quorum has: a count, or
+	// the list of their hosts (only those may connect). Empty or 0: no
+	// quorum, entries are made durable by a local fsync.
+	Metaloggers     string        `cfg:"METALOGGERS"`
+	CommitTimeout   time.Duration `cfg:"COMMIT_TIMEOUT"`
 	AuthCode        string        `cfg:"AUTH_CODE"`
 	CommitMode      string        `cfg:"COMMIT_MODE"`
 	SessionSustain  time.Duration `cfg:"SESSION_SUSTAIN_TIME"`
@@ -61,7 +69,9 @@ func Defaults() Config {
 		ClientPort:     9421,
 		CSHost:         "*",
 		CSPort:         9420,
-		CommitMode:     "sync",
+		MLHost:         "*",
+		MLPort:         9419,
+		CommitTimeout:  master.DefaultCommitTimeout,
 		SessionSustain: master.DefaultSessionGrace,
 		ChangelogMax:   1 << 30,
 		LoopMaxCPS:     master.DefaultLoopMaxCPS,
@@ -77,8 +87,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.DataPath == "":
 		return errors.New("DATA_PATH is empty")
-	case c.CommitMode != "sync" && c.CommitMode != "async":
-		return fmt.Errorf("COMMIT_MODE %q: want sync or async", c.CommitMode)
+	case c.CommitMode != "" && c.CommitMode != "sync" && c.CommitMode != "async" && c.CommitMode != "quorum":
+		return fmt.Errorf("COMMIT_MODE %q: want quorum, sync or async", c.CommitMode)
+	case c.CommitTimeout <= 0:
+		return fmt.Errorf("COMMIT_TIMEOUT %s: want a positive time", c.CommitTimeout)
 	case c.AuthClientsFlag && c.AuthCode == "":
 		return errors.New("AUTH_CLIENTS needs an AUTH_CODE")
 	case c.ChangelogMax < 1<<20:
@@ -94,12 +106,52 @@ func (c *Config) Validate() error {
 	case c.RepDelayInit < 0:
 		return fmt.Errorf("REPLICATIONS_DELAY_INIT %s is negative", c.RepDelayInit)
 	}
+	n, _, err := c.metaloggers()
+	switch {
+	case err != nil:
+		return err
+	case c.CommitMode == "quorum" && n == 0:
+		return errors.New("COMMIT_MODE quorum needs METALOGGERS (a count or a list of hosts)")
+	case c.CommitMode == "sync" && n > 0:
+		return errors.New("COMMIT_MODE sync waits for the local disk only: with METALOGGERS set use quorum (the default) or async")
+	}
 	return nil
+}
+
+// metaloggers parses METALOGGERS: a count, or a list of hosts separated
+// by commas or spaces.
+func (c *Config) metaloggers() (int, []string, error) {
+	v := strings.TrimSpace(c.Metaloggers)
+	if v == "" {
+		return 0, nil, nil
+	}
+	if n, err := strconv.Atoi(v); err == nil {
+		if n < 0 || n > 99 {
+			return 0, nil, fmt.Errorf("METALOGGERS %d: want 0 to 99", n)
+		}
+		return n, nil, nil
+	}
+	hosts := strings.FieldsFunc(v, func(r rune) bool { return r == ',' || r == ' ' || r == '\t' })
+	return len(hosts), hosts, nil
+}
+
+// commitMode is COMMIT_MODE with its default: quorum when there are
+// metaloggers, else sync.
+func (c *Config) commitMode() string {
+	if c.CommitMode != "" {
+		return c.CommitMode
+	}
+	if n, _, _ := c.metaloggers(); n > 0 {
+		return "quorum"
+	}
+	return "sync"
 }
 
 func (c *Config) listenAddr() string { return joinListen(c.ClientHost, c.ClientPort) }
 
 func (c *Config) csListenAddr() string { return joinListen(c.CSHost, c.CSPort) }
+
+func (c *Config) mlListenAddr() string { return joinListen(c.MLHost, c.MLPort) }
 
 func joinListen(host string, port uint16) string {
 	if host == "*" {
@@ -121,6 +173,11 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "exports", Usage: "exports file (overrides EXPORTS_FILENAME)"},
 			&cli.StringFlag{Name: "listen", Usage: "client address HOST:PORT (overrides MATOCL_LISTEN_HOST/PORT)"},
 			&cli.StringFlag{Name: "cs-listen", Usage: "chunkserver address HOST:PORT (overrides MATOCS_LISTEN_HOST/PORT)"},
+			&cli.StringFlag{Name: "ml-listen", Usage: "metalogger address HOST:PORT (overrides MATOML_LISTEN_HOST/PORT)"},
+			&cli.StringFlag{Name: "metaloggers", Usage: "metaloggers in the quorum: a count or hosts (overrides METALOGGERS)"},
+			&cli.StringFlag{Name: "commit-mode", Usage: "quorum, sync or async (overrides COMMIT_MODE)"},
+			&cli.Uint64Flag{Name: "term", Usage: "serve under this term, already fenced on the metaloggers (carpwatch); default: the next free one"},
+			&cli.StringFlag{Name: "holder", Usage: "the name the term was fenced for (with --term)"},
 			&cli.BoolFlag{Name: "a", Usage: "accepted for MooseFS compatibility: recovery is always automatic"},
 		},
 	}
@@ -139,16 +196,59 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 		log.Error("exports refused", "err", err)
 		return 1
 	}
-	store, err := metastore.Open(ctx, metastore.Options{
-		Dir: cfg.DataPath, Logger: log, Async: cfg.CommitMode == "async", ChangelogMaxSize: cfg.ChangelogMax,
-	})
+	var journal *master.Journal
+	n, hosts, _ := cfg.metaloggers()
+	if n > 0 {
+		holder := c.String("holder")
+		if holder == "" {
+			holder = fmt.Sprintf("%s/%d", hostname(), time.Now().UnixNano())
+		}
+		journal, err = master.NewJournal(master.JournalConfig{
+			Metaloggers: n, Hosts: hosts, Name: hostname(), AuthCode: []byte(cfg.AuthCode),
+			Term: c.Uint64("term"), Holder: holder, Dir: cfg.DataPath, CommitTimeout: cfg.CommitTimeout, Logger: log,
+		})
+		if err != nil {
+			log.Error("configuration refused", "err", err)
+			return 1
+		}
+	} else if c.Uint64("term") != 0 {
+		log.Error("configuration refused", "err", "--term needs METALOGGERS: a term is granted by metaloggers")
+		return 1
+	}
+	opts := metastore.Options{
+		Dir: cfg.DataPath, Logger: log, Async: cfg.commitMode() == "async", ChangelogMaxSize: cfg.ChangelogMax,
+	}
+	if journal != nil {
+		opts.Replicator = journal
+	}
+	store, err := metastore.Open(ctx, opts)
 	if err != nil {
 		log.Error("metadata could not be loaded", "err", err)
 		return 1
 	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	if journal != nil {
+		if err := startJournal(ctx, journal, store, cfg, log); err != nil {
+			log.Error("master not started", "err", err)
+			cancel()
+			store.Close()
+			return 1
+		}
+		go func() {
+			select {
+			case <-journal.Fenced():
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+	}
 	term := func() uint64 {
 		var t uint64
 		store.Read(func(s *meta.State) { t = s.Term() })
+		if journal != nil {
+			t = max(t, journal.Term())
+		}
 		return max(t, 1)
 	}
 	reg, err := master.NewRegistry(master.RegistryConfig{
@@ -176,6 +276,9 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 	if err == nil {
 		err = serve(ctx, srv, reg, rep, cfg, log)
 	}
+	if journal != nil && journal.Err() != nil {
+		err = errors.Join(err, journal.Err())
+	}
 	if cerr := store.Close(); cerr != nil {
 		log.Error("metadata not saved on stop; the next start recovers from the changelog", "err", cerr)
 		return 1
@@ -185,6 +288,18 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// startJournal serves metaloggers and waits until a majority has
+// accepted the master's term and stores its log.
+func startJournal(ctx context.Context, j *master.Journal, store *metastore.Store, cfg Config, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", cfg.mlListenAddr())
+	if err != nil {
+		return fmt.Errorf("listen for metaloggers: %w", err)
+	}
+	n, _, _ := cfg.metaloggers()
+	log.Info("serving metaloggers", "addr", ln.Addr().String(), "metaloggers", n, "majority", j.Majority(), "commit_mode", cfg.commitMode())
+	return j.Start(ctx, ln, store)
 }
 
 // serve listens for clients and chunkservers, tells systemd it is ready,
@@ -249,6 +364,18 @@ func loadConfig(c *cli.Context) (Config, error) {
 		if cfg.CSHost, cfg.CSPort, err = cliutil.HostPort("--cs-listen", l); err != nil {
 			return cfg, err
 		}
+	}
+	if l := c.String("ml-listen"); l != "" {
+		var err error
+		if cfg.MLHost, cfg.MLPort, err = cliutil.HostPort("--ml-listen", l); err != nil {
+			return cfg, err
+		}
+	}
+	if m := c.String("metaloggers"); m != "" {
+		cfg.Metaloggers = m
+	}
+	if m := c.String("commit-mode"); m != "" {
+		cfg.CommitMode = m
 	}
 	return cfg, cfg.Validate()
 }

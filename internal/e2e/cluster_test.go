@@ -39,7 +39,8 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	bins.dir = dir
-	for _, b := range [][2]string{{"mfsmaster", "mfsmaster"}, {"mfschunkserver", "chunkserver"}, {"mfsmount", "mount"}} {
+	for _, b := range [][2]string{{"mfsmaster", "mfsmaster"}, {"mfschunkserver", "chunkserver"}, {"mfsmount", "mount"},
+		{"mfsmetalogger", "metalogger"}, {"mfsmetarestore", "metarestore"}} {
 		out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b[0]), "github.com/carpfs/carpfs/"+b[1]).CombinedOutput()
 		if err != nil {
 			bins.err = fmt.Errorf("build %s: %v\n%s", b[0], err, out)
@@ -205,6 +206,14 @@ type cluster struct {
 	masterCfg  string
 	authCode   string
 	procs      []*proc // every daemon started, for the cleanup
+	mlAddr     string  // the master's metalogger port
+	mls        []*metaloggerProc
+}
+
+// metaloggerProc is one mfsmetalogger of a cluster.
+type metaloggerProc struct {
+	*proc
+	dir string // DATA_PATH
 }
 
 // start spawns a daemon of the cluster.
@@ -235,6 +244,9 @@ type clusterOpts struct {
 	masterCfg    string // mfsmaster.cfg text
 	authCode     string // AUTH_CODE of the master and the chunkservers
 	noMount      bool
+	// metaloggers starts that many mfsmetaloggers and makes the master
+	// wait for a majority of them (METALOGGERS).
+	metaloggers int
 }
 
 func newCluster(t *testing.T, o clusterOpts) *cluster {
@@ -246,7 +258,10 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	if o.exports == "" {
 		o.exports = "127.0.0.1 / rw,alldirs,maproot=0\n"
 	}
-	c := &cluster{t: t, dir: t.TempDir(), masterAddr: freeAddr(t), csAddr: freeAddr(t), authCode: o.authCode}
+	c := &cluster{t: t, dir: t.TempDir(), masterAddr: freeAddr(t), csAddr: freeAddr(t), authCode: o.authCode, mlAddr: freeAddr(t)}
+	if o.metaloggers > 0 {
+		o.masterCfg += fmt.Sprintf("METALOGGERS = %d\n", o.metaloggers)
+	}
 	if o.authCode != "" {
 		o.masterCfg += "AUTH_CODE = " + o.authCode + "\n"
 	}
@@ -269,7 +284,11 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	if err := os.WriteFile(c.masterCfg, []byte(o.masterCfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	c.startMaster()
+	c.master = c.start("mfsmaster", c.masterArgs()...)
+	for i := range o.metaloggers {
+		c.mls = append(c.mls, c.startMetalogger(i))
+	}
+	waitDial(c.t, c.masterAddr, c.master)
 	for i := range o.chunkservers {
 		c.cs = append(c.cs, c.startChunkserver(i, ""))
 	}
@@ -284,10 +303,34 @@ func newCluster(t *testing.T, o clusterOpts) *cluster {
 	return c
 }
 
+// masterArgs are the master's command line.
+func (c *cluster) masterArgs() []string {
+	return []string{"-c", c.masterCfg, "--exports", c.exports, "-d", filepath.Join(c.dir, "master"),
+		"--listen", c.masterAddr, "--cs-listen", c.csAddr, "--ml-listen", c.mlAddr}
+}
+
+// startMaster starts the master again and waits until it serves.
 func (c *cluster) startMaster() {
-	c.master = c.start("mfsmaster", "-c", c.masterCfg, "--exports", c.exports,
-		"-d", filepath.Join(c.dir, "master"), "--listen", c.masterAddr, "--cs-listen", c.csAddr)
+	c.master = c.start("mfsmaster", c.masterArgs()...)
 	waitDial(c.t, c.masterAddr, c.master)
+}
+
+// startMetalogger starts metalogger i on its data directory.
+func (c *cluster) startMetalogger(i int) *metaloggerProc {
+	dir := filepath.Join(c.dir, "ml"+strconv.Itoa(i))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		c.t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "mfsmetalogger.cfg")
+	text := "NAME = ml" + strconv.Itoa(i) + "\nMASTER_TIMEOUT = 5\n"
+	if c.authCode != "" {
+		text += "AUTH_CODE = " + c.authCode + "\n"
+	}
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		c.t.Fatal(err)
+	}
+	p := c.start("mfsmetalogger "+strconv.Itoa(i), "-c", cfg, "-d", dir, "--master", c.mlAddr)
+	return &metaloggerProc{proc: p, dir: dir}
 }
 
 // startChunkserver starts chunkserver i; data "" picks a new free port,

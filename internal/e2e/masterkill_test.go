@@ -111,8 +111,7 @@ func (c *cluster) prepareMaster(t *testing.T) *pending {
 	if err := unix.Mkfifo(fifo, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	args := []string{"-c", c.masterCfg, "--exports", c.exports, "-d", filepath.Join(c.dir, "master"),
-		"--listen", c.masterAddr, "--cs-listen", c.csAddr}
+	args := c.masterArgs()
 	script := `read go < "$0" && exec "$@"`
 	p := c.startCmd("mfsmaster (restarted)", "/bin/sh", append([]string{"-c", script, fifo, bin("mfsmaster")}, args...)...)
 	return &pending{p: p, fifo: fifo}

@@ -264,5 +264,3 @@ func diffListings(a, b map[string]uint64, inflight map[string]bool) string {
 	}
 	return strings.Join(d, "; ")
 }
-
-

@@ -754,6 +754,11 @@ func (j *Journal) run(ctx context.Context, p *mlPeer, term uint64) error {
 	if err != nil {
 		return err
 	}
+	if st.Last == 0 {
+		// A new metalogger starts where our log starts; it builds its
+		// replica from our dump.
+		next = max(next, j.oldest())
+	}
 	j.mu.Lock()
 	j.granted[p.id] = st
 	j.mu.Unlock()
@@ -804,16 +809,65 @@ func (j *Journal) termAt(v uint64) (uint64, bool) {
 		return lineTerm(line)
 	}
 	j.mu.Unlock()
-	t, err := changelog.OpenTail(j.cfg.Dir, changelog.PrefixMaster, v)
+	t, _, term, err := j.openFiles(v)
 	if err != nil {
 		return 0, false
 	}
-	defer t.Close()
-	_, e, err := t.Next()
-	if err != nil || e.Version != v {
-		return 0, false
+	t.Close()
+	return term, true
+}
+
+// openFiles finds our entry v in the files and returns it with a Tail
+// positioned after it. The master's own changelog files come first; a
+// version before them may be in metalogger files that a restore brought
+// into the data directory (carpwatch fetches those).
+func (j *Journal) openFiles(v uint64) (*changelog.Tail, []byte, uint64, error) {
+	var firstErr error
+	for _, prefix := range []string{changelog.PrefixMaster, changelog.PrefixMetalogger} {
+		t, err := changelog.OpenTail(j.cfg.Dir, prefix, v)
+		if err == nil {
+			var line []byte
+			var e meta.Entry
+			if line, e, err = t.Next(); err == nil && e.Version == v {
+				return t, line, e.Term, nil
+			}
+			t.Close()
+			if err == nil {
+				err = fmt.Errorf("%s files gave version %d", prefix, e.Version)
+			}
+		}
+		if firstErr == nil {
+			firstErr = err
+		}
 	}
-	return e.Term, true
+	return nil, nil, 0, fmt.Errorf("version %d is in no changelog file of %s: %w", v, j.cfg.Dir, firstErr)
+}
+
+// oldest is the oldest version we can send: from the files, else from
+// memory.
+func (j *Journal) oldest() uint64 {
+	j.mu.Lock()
+	o := j.ringFirst
+	j.mu.Unlock()
+	for _, prefix := range []string{changelog.PrefixMaster, changelog.PrefixMetalogger} {
+		files, err := changelog.List(j.cfg.Dir, prefix)
+		if err != nil || len(files) == 0 {
+			continue
+		}
+		for i := len(files) - 1; i >= 0; i-- { // oldest first
+			fr, err := changelog.OpenFile(files[i].Path)
+			if err != nil {
+				continue
+			}
+			e, err := fr.Next()
+			fr.Close()
+			if err == nil {
+				o = min(o, e.Version)
+				break
+			}
+		}
+	}
+	return o
 }
 
 // lineTerm reads the TERM field of a changelog line.
@@ -861,19 +915,20 @@ func (j *Journal) feed(ctx context.Context, p *mlPeer, term, next uint64) error 
 		j.mu.Unlock()
 		if next < ringFirst && next <= last {
 			// Behind memory: read our files.
-			var err error
-			if tail == nil {
-				if tail, err = changelog.OpenTail(j.cfg.Dir, changelog.PrefixMaster, next); err != nil {
-					return fmt.Errorf("it needs version %d, which the changelog files no longer hold: %w", next, err)
-				}
-			}
 			for v := next; v < ringFirst && len(lines) < mlBatchBytes; v++ {
-				line, e, err := tail.Next()
-				if err != nil {
-					return fmt.Errorf("reading changelog version %d for it: %w", v, err)
+				var line []byte
+				var err error
+				if tail != nil {
+					var e meta.Entry
+					if line, e, err = tail.Next(); err != nil || e.Version != v {
+						tail.Close()
+						tail, line = nil, nil
+					}
 				}
-				if e.Version != v {
-					return fmt.Errorf("changelog files gave version %d, wanted %d", e.Version, v)
+				if tail == nil {
+					if tail, line, _, err = j.openFiles(v); err != nil {
+						return fmt.Errorf("it needs version %d: %w", v, err)
+					}
 				}
 				lines = append(lines, line...)
 				n++

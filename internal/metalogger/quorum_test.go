@@ -259,3 +259,151 @@ func TestCommitTimeout(t *testing.T) {
 	m.store.Read(func(s *meta.State) { _, e := s.Lookup(meta.RootInode, "x"); found = e == 0 })
 	_ = found
 }
+
+// eventuallyQ retries f for up to d.
+func eventuallyQ(t *testing.T, d time.Duration, f func() error) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		err := f()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// caughtUp waits until q stores everything m has.
+func caughtUp(t *testing.T, q *qml, m *qmaster) {
+	t.Helper()
+	eventuallyQ(t, 15*time.Second, func() error {
+		v, term := m.store.Position()
+		st := q.ml.Status()
+		if st.Version != v || st.LastTerm != term {
+			return fmt.Errorf("%s stores %d (term %d), the master is at %d (term %d)", q.dir, st.Version, st.LastTerm, v, term)
+		}
+		return nil
+	})
+}
+
+// copyLog copies a metalogger's dump and changelogs into dir, as
+// carpwatch fetches them for a new master.
+func copyLog(t *testing.T, from, dir string) {
+	t.Helper()
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	files, _ := filepath.Glob(filepath.Join(from, "changelog_ml.*.mfs"))
+	files = append(files, filepath.Join(from, metalogger.DumpName))
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, filepath.Base(f)), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// TestFencedMasterAndDivergentTail: master A's metaloggers 1 and 2 go
+// away and A writes an entry only metalogger 0 stores. 1 and 2 are
+// fenced with a newer term, and master B, restored from 1's files,
+// serves under it. A never gets its entry acknowledged, steps down when
+// a fenced metalogger refuses it, and metalogger 0's tail from A's term
+// is cut when it joins B, after which it stores exactly B's log.
+func TestFencedMasterAndDivergentTail(t *testing.T) {
+	base := t.TempDir()
+	dirs := []string{filepath.Join(base, "ml0"), filepath.Join(base, "ml1"), filepath.Join(base, "ml2")}
+	a, started := startMaster(t, filepath.Join(base, "a"), "", 3, master.JournalConfig{CommitTimeout: 3 * time.Second})
+	var mls [3]*qml
+	for i := range mls {
+		mls[i] = startML(t, dirs[i], a.addr)
+	}
+	a.wait(started, 20*time.Second)
+	ctx := context.Background()
+	if err := create(ctx, a.store, "before"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range mls {
+		caughtUp(t, q, a)
+	}
+	mls[1].stop()
+	mls[2].stop()
+	lost := make(chan error, 1)
+	go func() { lost <- create(ctx, a.store, "lost") }()
+	caughtUp(t, mls[0], a) // the entry reached metalogger 0 only
+
+	term := a.j.Term() + 1
+	for _, d := range dirs[1:] {
+		st, err := metalogger.FenceOffline(d, term, "B")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Term != term || st.Holder != "B" {
+			t.Fatalf("fence: %+v", st)
+		}
+	}
+	if _, err := metalogger.FenceOffline(dirs[1], term-1, "A"); err == nil {
+		t.Fatal("a fence with an older term was accepted")
+	}
+	copyLog(t, dirs[1], filepath.Join(base, "b"))
+	b, bstarted := startMaster(t, filepath.Join(base, "b"), "", 3, master.JournalConfig{Term: term, Holder: "B"})
+	mls[1] = startML(t, dirs[1], b.addr)
+	mls[2] = startML(t, dirs[2], b.addr)
+	b.wait(bstarted, 20*time.Second)
+	if err := create(ctx, b.store, "after"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-lost:
+		if err == nil {
+			t.Fatal("master A got an entry acknowledged after B was fenced in")
+		}
+		t.Logf("A's entry not acknowledged: %v", err)
+	case <-time.After(10 * time.Second):
+		t.Fatal("A's create neither failed nor returned")
+	}
+
+	// A fenced metalogger refuses A, and A steps down.
+	mls[1].stop()
+	mls[1] = startML(t, dirs[1], a.addr)
+	select {
+	case <-a.j.Fenced():
+		t.Logf("A stepped down: %v", a.j.Err())
+	case <-time.After(10 * time.Second):
+		t.Fatal("A did not step down after a metalogger refused its term")
+	}
+	if err := create(ctx, a.store, "after-fence"); err == nil {
+		t.Fatal("A acknowledged an entry after stepping down")
+	}
+	mls[1].stop()
+	mls[1] = startML(t, dirs[1], b.addr)
+
+	// Metalogger 0 holds A's uncommitted entry; B cuts it.
+	mls[0].stop()
+	mls[0] = startML(t, dirs[0], b.addr)
+	for _, q := range mls {
+		caughtUp(t, q, b)
+	}
+	if err := create(ctx, b.store, "last"); err != nil {
+		t.Fatal(err)
+	}
+	for _, q := range mls {
+		caughtUp(t, q, b)
+	}
+	b.stop()
+	for _, q := range mls {
+		q.stop()
+	}
+	want := restoreDir(t, filepath.Join(base, "b"))
+	for i, d := range dirs {
+		got := restoreDir(t, d)
+		if got["lost"] || !got["before"] || !got["after"] || !got["last"] || len(got) != len(want) {
+			t.Fatalf("metalogger %d restores %v, master B has %v", i, got, want)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	mfscli "github.com/carpfs/carpfs/internal/app/cli"
 	"github.com/carpfs/carpfs/internal/master/client"
+	"github.com/carpfs/carpfs/internal/metalogger"
 	"github.com/carpfs/carpfs/internal/replication"
 	"github.com/carpfs/carpfs/internal/wire"
 )
@@ -30,8 +31,8 @@ type Options struct {
 	// AnyPorts takes ports the kernel picks, even where MooseFS's
 	// defaults are free: for several clusters (or tests) at once.
 	AnyPorts bool
-	// BinDir holds mfsmaster, mfschunkserver and mfsmount; "" is the
-	// directory of the running executable.
+	// BinDir holds mfsmaster, mfsmetalogger, mfschunkserver and
+	// mfsmount; "" is the directory of the running executable.
 	BinDir string
 	// Self is how the report tells the user to run mfslocal again
 	// ("bin/mfslocal"); "" is "mfslocal".
@@ -44,29 +45,40 @@ type Options struct {
 const (
 	DefaultClientPort = 9421
 	DefaultCSPort     = 9420
+	DefaultMLPort     = 9419
 	DefaultDataPort   = 9422
 	DefaultDir        = "/var/tmp/carpfs-local"
 )
 
+// Metaloggers is how many metaloggers a local cluster runs: the fewest
+// with which the quorum survives one of them missing.
+const Metaloggers = 3
+
 // How long each step may take before `up` gives up. Generous: a slow
 // or busy machine should get a cluster, not a timeout.
 var (
+	// The master answers only once a majority of the metaloggers has
+	// joined it, so this covers their start too.
 	masterTimeout = 60 * time.Second
+	mlTimeout     = 30 * time.Second
 	csTimeout     = 60 * time.Second
 	mountTimeout  = 30 * time.Second
 )
 
 // How long each daemon has to stop on SIGTERM before SIGKILL. The master
-// writes metadata.mfs when it stops, which takes a while on big metadata.
+// writes metadata.mfs when it stops, and each metalogger its replica's
+// metadata_ml.mfs, which take a while on big metadata.
 const (
 	mountGrace  = 10 * time.Second
 	csGrace     = 15 * time.Second
 	masterGrace = 120 * time.Second
+	mlGrace     = 120 * time.Second
 )
 
 // Daemon binaries mfslocal runs.
 const (
 	binMaster      = "mfsmaster"
+	binMetalogger  = "mfsmetalogger"
 	binChunkserver = "mfschunkserver"
 	binMount       = "mfsmount"
 )
@@ -77,6 +89,7 @@ type cluster struct {
 	bins   map[string]string
 	st     State
 	master *daemon
+	ml     []*daemon
 	cs     []*daemon
 	mount  *daemon
 	// exited receives every daemon that ends, expected or not.
@@ -126,7 +139,7 @@ func prepare(opt Options) (*cluster, func(), error) {
 	if opt.Mount == "" {
 		opt.Mount = filepath.Join(opt.Dir, mountDir)
 	}
-	c := &cluster{opt: opt, out: opt.Out, exited: make(chan *daemon, opt.Chunkservers+2)}
+	c := &cluster{opt: opt, out: opt.Out, exited: make(chan *daemon, Metaloggers+opt.Chunkservers+2)}
 	if c.out == nil {
 		c.out = io.Discard
 	}
@@ -184,7 +197,7 @@ func findBinaries(dir string) (map[string]string, error) {
 	}
 	bins := map[string]string{}
 	var missing []string
-	for _, name := range []string{binMaster, binChunkserver, binMount} {
+	for _, name := range []string{binMaster, binMetalogger, binChunkserver, binMount} {
 		p := filepath.Join(dir, name)
 		if fi, err := os.Stat(p); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
 			missing = append(missing, name)
@@ -357,41 +370,110 @@ func (c *cluster) port(def int) int {
 
 func (c *cluster) logPath(name string) string { return filepath.Join(c.opt.Dir, logDir, name+".log") }
 
-// add starts a daemon and records it in the state file at once, so that
-// `down` from another shell finds it even while `up` still waits.
-func (c *cluster) add(name, bin string, args []string) (*daemon, error) {
+// add starts a daemon whose data directory is data and records it in
+// the state file at once, so that `down` from another shell finds it
+// even while `up` still waits.
+func (c *cluster) add(name, bin, data string, args []string) (*daemon, error) {
 	d, err := startDaemon(name, c.bins[bin], args, c.logPath(name), c.exited)
 	if err != nil {
 		return nil, err
 	}
+	d.Data = data
 	c.st.Daemons = append(c.st.Daemons, d.Proc)
 	return d, writeState(c.opt.Dir, &c.st)
 }
 
+// core is what every later step needs running: the master and its
+// metaloggers.
+func (c *cluster) core() []*daemon { return append([]*daemon{c.master}, c.ml...) }
+
+// startMaster starts the master, then the metaloggers: the master
+// serves clients only once a majority of them has accepted its term, so
+// they must run before it is asked anything.
 func (c *cluster) startMaster(ctx context.Context) error {
-	var err error
-	if c.st.MasterAddr, err = pickPort(c.port(DefaultClientPort), nil); err != nil {
-		return err
-	}
-	if c.st.CSAddr, err = pickPort(c.port(DefaultCSPort), []string{c.st.MasterAddr}); err != nil {
-		return err
+	var taken []string
+	for _, p := range []struct {
+		addr *string
+		def  int
+	}{{&c.st.MasterAddr, DefaultClientPort}, {&c.st.CSAddr, DefaultCSPort}, {&c.st.MLAddr, DefaultMLPort}} {
+		addr, err := pickPort(c.port(p.def), taken)
+		if err != nil {
+			return err
+		}
+		*p.addr, taken = addr, append(taken, addr)
 	}
 	dir := c.opt.Dir
-	c.master, err = c.add(binMaster, binMaster, []string{
-		"-c", filepath.Join(dir, masterCfg), "-d", filepath.Join(dir, masterDir),
-		"--exports", filepath.Join(dir, exportsCfg), "--listen", c.st.MasterAddr, "--cs-listen", c.st.CSAddr,
+	data := filepath.Join(dir, masterDir)
+	var err error
+	c.master, err = c.add(binMaster, binMaster, data, []string{
+		"-c", filepath.Join(dir, masterCfg), "-d", data, "--exports", filepath.Join(dir, exportsCfg),
+		"--listen", c.st.MasterAddr, "--cs-listen", c.st.CSAddr,
+		"--ml-listen", c.st.MLAddr, "--metaloggers", strconv.Itoa(Metaloggers),
 	})
 	if err != nil {
 		return err
 	}
-	err = c.poll(ctx, "mfsmaster to serve clients at "+c.st.MasterAddr, masterTimeout, []*daemon{c.master}, func() (bool, error) {
+	fmt.Fprintf(c.out, "%-16s pid %-7d clients %s, chunkservers %s, metaloggers %s\n",
+		binMaster, c.master.PID, c.st.MasterAddr, c.st.CSAddr, c.st.MLAddr)
+	if err := c.startMetaloggers(); err != nil {
+		return err
+	}
+	what := fmt.Sprintf("mfsmaster to serve clients at %s (it waits for %d of the %d metaloggers)",
+		c.st.MasterAddr, Metaloggers/2+1, Metaloggers)
+	err = c.poll(ctx, what, masterTimeout, c.core(), func() (bool, error) {
 		_, err := c.statFS(ctx)
 		return err == nil, err
 	})
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.out, "%-16s pid %-7d clients %s, chunkservers %s\n", binMaster, c.master.PID, c.st.MasterAddr, c.st.CSAddr)
+	return c.waitMetaloggers(ctx)
+}
+
+// startMetaloggers starts the metaloggers, each in a directory of its
+// own, all following the master's metalogger port.
+func (c *cluster) startMetaloggers() error {
+	for i := 1; i <= Metaloggers; i++ {
+		name := binMetalogger + strconv.Itoa(i)
+		data := filepath.Join(c.opt.Dir, mlDir+strconv.Itoa(i))
+		if err := os.MkdirAll(data, 0o755); err != nil {
+			return err
+		}
+		d, err := c.add(name, binMetalogger, data, []string{
+			"-c", filepath.Join(data, mlCfg), "-d", data, "--master", c.st.MLAddr,
+		})
+		if err != nil {
+			return err
+		}
+		c.ml = append(c.ml, d)
+		fmt.Fprintf(c.out, "%-16s pid %-7d data dir %s\n", name, d.PID, data)
+	}
+	return nil
+}
+
+// waitMetaloggers waits until every metalogger follows the master, not
+// just the majority the master needed to serve, and says how far they
+// are: each answers on its admin socket.
+func (c *cluster) waitMetaloggers(ctx context.Context) error {
+	var sts []metalogger.Status
+	err := c.poll(ctx, fmt.Sprintf("all %d metaloggers to follow the master", Metaloggers), mlTimeout, c.core(), func() (bool, error) {
+		sts = sts[:0]
+		for _, d := range c.ml {
+			st, err := metalogger.Ask(d.Data, "status", 0, "")
+			if err != nil {
+				return false, fmt.Errorf("%s: %w", d.Name, err)
+			}
+			if st.Master == "" {
+				return false, fmt.Errorf("%s has no link to the master", d.Name)
+			}
+			sts = append(sts, st)
+		}
+		return true, nil
+	})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(c.out, "the master serves with all %d metaloggers: term %d, version %d\n", len(sts), sts[0].Term, sts[0].Version)
 	return nil
 }
 
@@ -416,7 +498,7 @@ func (c *cluster) startChunkservers(ctx context.Context) error {
 		return err
 	}
 	from := fi.Size()
-	taken := []string{c.st.MasterAddr, c.st.CSAddr}
+	taken := []string{c.st.MasterAddr, c.st.CSAddr, c.st.MLAddr}
 	var addrs []string
 	for i := 1; i <= c.opt.Chunkservers; i++ {
 		name := binChunkserver + strconv.Itoa(i)
@@ -430,7 +512,7 @@ func (c *cluster) startChunkservers(ctx context.Context) error {
 			return err
 		}
 		taken = append(taken, addr)
-		d, err := c.add(name, binChunkserver, []string{
+		d, err := c.add(name, binChunkserver, state, []string{
 			"-c", filepath.Join(state, csCfg), "-d", state, "--hdd", hdd,
 			"--master", c.st.CSAddr, "--data-port", addr,
 		})
@@ -443,7 +525,7 @@ func (c *cluster) startChunkservers(ctx context.Context) error {
 	}
 	// The master logs each registration it accepts; nothing on the
 	// client link reports chunkservers yet.
-	err = c.poll(ctx, fmt.Sprintf("the master to register %d chunkservers", len(addrs)), csTimeout, append([]*daemon{c.master}, c.cs...), func() (bool, error) {
+	err = c.poll(ctx, fmt.Sprintf("the master to register %d chunkservers", len(addrs)), csTimeout, append(c.core(), c.cs...), func() (bool, error) {
 		seen, err := registrations(masterLog, from)
 		if err != nil {
 			return false, err
@@ -500,11 +582,11 @@ func registrations(path string, from int64) (map[string]bool, error) {
 func (c *cluster) startMount(ctx context.Context) error {
 	host, port, _ := net.SplitHostPort(c.st.MasterAddr)
 	var err error
-	c.mount, err = c.add(binMount, binMount, []string{c.opt.Mount, "-H", host, "-P", port, "-f"})
+	c.mount, err = c.add(binMount, binMount, "", []string{c.opt.Mount, "-H", host, "-P", port, "-f"})
 	if err != nil {
 		return err
 	}
-	err = c.poll(ctx, "mfsmount to mount "+c.opt.Mount, mountTimeout, []*daemon{c.master, c.mount}, func() (bool, error) {
+	err = c.poll(ctx, "mfsmount to mount "+c.opt.Mount, mountTimeout, append(c.core(), c.mount), func() (bool, error) {
 		if fuseMounted(c.opt.Mount) {
 			return true, nil
 		}
@@ -564,17 +646,18 @@ func (c *cluster) run(ctx context.Context) {
 	}
 }
 
-// stop stops whatever runs, mount first and master last (it saves the
-// metadata), and reports each. It returns false if something did not
+// stop stops whatever runs, mount first, then the master (it saves the
+// metadata) and last the metaloggers (they store the master's last
+// entries), and reports each. It returns false if something did not
 // stop cleanly.
 func (c *cluster) stop() bool {
-	return stopAll(c.out, c.st.Mount, c.mount, c.cs, c.master)
+	return stopAll(c.out, c.st.Mount, c.mount, c.cs, c.master, c.ml)
 }
 
 // stopAll is the stop sequence, for `up` (its children) and for `down`
 // (the daemons of a run whose mfslocal is gone). nil daemons are
 // skipped.
-func stopAll(out io.Writer, mnt string, mount *daemon, cs []*daemon, master *daemon) bool {
+func stopAll(out io.Writer, mnt string, mount *daemon, cs []*daemon, master *daemon, ml []*daemon) bool {
 	clean, unmounted := true, false
 	if mnt != "" {
 		if m, ok, err := mountAt(mnt); err == nil && ok && isFUSE(m.FSType) {
@@ -602,21 +685,30 @@ func stopAll(out io.Writer, mnt string, mount *daemon, cs []*daemon, master *dae
 		}
 		clean = reportStop(out, mount, note) && clean
 	}
-	// Chunkservers stop together: none depends on another.
-	notes := make([]chan string, len(cs))
-	for i, d := range cs {
-		notes[i] = make(chan string, 1)
-		go func() { notes[i] <- d.stop(csGrace) }()
-	}
-	for i, d := range cs {
-		clean = reportStop(out, d, <-notes[i]) && clean
-	}
+	clean = stopTogether(out, cs, csGrace) && clean
 	if master != nil {
 		note := master.stop(masterGrace)
 		if master.cmd != nil && !master.failed() && note == "stopped" {
 			note += ", metadata saved"
 		}
 		clean = reportStop(out, master, note) && clean
+	}
+	// The metaloggers go last: until the master has stopped, they may
+	// still be sent entries it must not lose.
+	return stopTogether(out, ml, mlGrace) && clean
+}
+
+// stopTogether stops daemons of which none depends on another, at once,
+// and reports each in order.
+func stopTogether(out io.Writer, ds []*daemon, grace time.Duration) bool {
+	notes := make([]chan string, len(ds))
+	for i, d := range ds {
+		notes[i] = make(chan string, 1)
+		go func() { notes[i] <- d.stop(grace) }()
+	}
+	clean := true
+	for i, d := range ds {
+		clean = reportStop(out, d, <-notes[i]) && clean
 	}
 	return clean
 }

@@ -7,15 +7,17 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/carpfs/carpfs/internal/master/client"
+	"github.com/carpfs/carpfs/internal/metalogger"
 )
 
 // downTimeout bounds how long `down` waits for `up` to stop everything:
 // each daemon's grace, one after the other, and some slack.
-const downTimeout = mountGrace + csGrace + masterGrace + 30*time.Second
+const downTimeout = mountGrace + csGrace + masterGrace + mlGrace + 30*time.Second
 
 // resolveDir makes dir absolute and free of symbolic links, as `up`
 // recorded it, without creating it.
@@ -72,18 +74,20 @@ func Down(dir string, out io.Writer) error {
 	if len(live) > 0 || mounted {
 		fmt.Fprintf(out, "stopping what mfslocal up (pid %d) left running\n", st.Up.PID)
 		var mount, master *daemon
-		var cs []*daemon
+		var cs, ml []*daemon
 		for _, p := range live {
 			switch {
 			case p.Name == binMount:
 				mount = foreign(p)
 			case p.Name == binMaster:
 				master = foreign(p)
+			case strings.HasPrefix(p.Name, binMetalogger):
+				ml = append(ml, foreign(p))
 			default:
 				cs = append(cs, foreign(p))
 			}
 		}
-		if !stopAll(out, st.Mount, mount, cs, master) {
+		if !stopAll(out, st.Mount, mount, cs, master, ml) {
 			return errors.New("not everything stopped cleanly (see above)")
 		}
 		stopped = true
@@ -97,6 +101,19 @@ func Down(dir string, out io.Writer) error {
 	}
 	fmt.Fprintf(out, "the local cluster in %s is stopped; its data stays there for the next `up`\n", dir)
 	return nil
+}
+
+// mlStatus words what a running metalogger in dir says of itself.
+func mlStatus(dir string) string {
+	st, err := metalogger.Ask(dir, "status", 0, "")
+	if err != nil {
+		return fmt.Sprintf("data dir %s: no answer: %v", dir, err)
+	}
+	link := "no link to a master"
+	if st.Master != "" {
+		link = "following " + st.Master
+	}
+	return fmt.Sprintf("data dir %s: term %d, version %d stored, %d committed, %s", dir, st.Term, st.Version, st.Committed, link)
 }
 
 // Status prints what runs for the state directory dir, and returns
@@ -131,6 +148,9 @@ func Status(ctx context.Context, dir string, out io.Writer) error {
 			ok = false
 		}
 		fmt.Fprintf(out, "  %-16s pid %-7d %-11s log %s\n", p.Name, p.PID, what, p.Log)
+		if what == "running" && strings.HasPrefix(p.Name, binMetalogger) && p.Data != "" {
+			fmt.Fprintf(out, "  %-16s %s\n", "", mlStatus(p.Data))
+		}
 	}
 	if m, mounted, _ := mountAt(st.Mount); mounted && isFUSE(m.FSType) {
 		if fuseMounted(st.Mount) {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/carpfs/carpfs/internal/metalogger"
 	"github.com/carpfs/carpfs/internal/replication"
 )
 
@@ -39,8 +41,8 @@ func buildAll(t *testing.T) string {
 		}
 		built.dir = dir
 		for _, b := range [][2]string{
-			{"mfslocal", "local"}, {"mfsmaster", "mfsmaster"}, {"mfschunkserver", "chunkserver"},
-			{"mfsmount", "mount"}, {"mfscli", "cli"},
+			{"mfslocal", "local"}, {"mfsmaster", "mfsmaster"}, {"mfsmetalogger", "metalogger"},
+			{"mfschunkserver", "chunkserver"}, {"mfsmount", "mount"}, {"mfscli", "cli"},
 		} {
 			out, err := exec.Command("go", "build", "-o", filepath.Join(dir, b[0]), "github.com/carpfs/carpfs/"+b[1]).CombinedOutput()
 			if err != nil {
@@ -187,8 +189,8 @@ func checkGone(t *testing.T, st *State) {
 	if st.Up.Alive() {
 		t.Errorf("mfslocal up (pid %d) still runs", st.Up.PID)
 	}
-	if len(st.Daemons) != 5 {
-		t.Errorf("state lists %d daemons, want master, 3 chunkservers, mount: %+v", len(st.Daemons), st.Daemons)
+	if len(st.Daemons) != 2+Metaloggers+3 {
+		t.Errorf("state lists %d daemons, want master, %d metaloggers, 3 chunkservers, mount: %+v", len(st.Daemons), Metaloggers, st.Daemons)
 	}
 	for _, p := range st.Daemons {
 		if p.Alive() {
@@ -284,6 +286,21 @@ func TestUpDown(t *testing.T) {
 	if st.Up.PID != u.cmd.Process.Pid {
 		t.Fatalf("state names pid %d for up, which is %d", st.Up.PID, u.cmd.Process.Pid)
 	}
+	// Every metalogger runs, follows the master in its first term, has
+	// stored what was written above, and status lists it.
+	ml := metaloggers(t, st)
+	stored := make([]uint64, len(ml))
+	for i, p := range ml {
+		if !regexpMatch(out, `(?m)^  `+p.Name+` +pid `+fmt.Sprint(p.PID)+` +running +log `) ||
+			!strings.Contains(out, "data dir "+p.Data+": term 1, ") {
+			t.Errorf("status does not list %s (pid %d) running in %s:\n%s", p.Name, p.PID, p.Data, out)
+		}
+		ms := askML(t, bin, p)
+		if !ms.Running || ms.Master != st.MLAddr || ms.Term != 1 || ms.Version < 10 || ms.Error != "" {
+			t.Errorf("%s: %+v, want it running, following %s in term 1, with the entries written", p.Name, ms, st.MLAddr)
+		}
+		stored[i] = ms.Version
+	}
 
 	if out, err := run(t, filepath.Join(bin, "mfslocal"), "down", "-d", dir); err != nil {
 		t.Fatalf("down: %v\n%s", err, out)
@@ -294,7 +311,18 @@ func TestUpDown(t *testing.T) {
 	if !strings.Contains(u.output(), "metadata saved") {
 		t.Errorf("up did not report the master's clean stop:\n%s", u.output())
 	}
+	checkStopOrder(t, u.output())
 	checkGone(t, st)
+	// Stopped after the master, each metalogger kept all it had and
+	// wrote its replica.
+	for i, p := range ml {
+		if ms := askML(t, bin, p); ms.Running || ms.Version < stored[i] || ms.Term != 1 {
+			t.Errorf("%s after down: %+v, want stopped with at least version %d", p.Name, ms, stored[i])
+		}
+		if _, err := os.Stat(filepath.Join(p.Data, metalogger.DumpName)); err != nil {
+			t.Errorf("%s wrote no replica on stop: %v", p.Name, err)
+		}
+	}
 	if out, err := run(t, filepath.Join(bin, "mfslocal"), "status", "-d", dir); err == nil {
 		t.Errorf("status exits 0 with nothing running:\n%s", out)
 	}
@@ -302,7 +330,9 @@ func TestUpDown(t *testing.T) {
 		t.Errorf("a second down: %v\n%s", err, out)
 	}
 
-	// Again on the same directory: the data is still there.
+	// Again on the same directory: the data is still there, and the
+	// metaloggers, which remember the term they accepted, take the new
+	// master's next one.
 	u = startUp(t, bin, dir)
 	u.waitFor(t, "mounted at ", 3*time.Minute)
 	if got, err := os.ReadFile(file); err != nil || !bytes.Equal(got, data) {
@@ -312,10 +342,16 @@ func TestUpDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for i, p := range metaloggers(t, st) {
+		if ms := askML(t, bin, p); !ms.Running || ms.Term != 2 || ms.Version < stored[i] {
+			t.Errorf("%s after a restart: %+v, want it running in term 2 from version %d on", p.Name, ms, stored[i])
+		}
+	}
 	u.cmd.Process.Signal(syscall.SIGINT)
 	if err := u.wait(t, 3*time.Minute); err != nil {
 		t.Fatalf("up ended with %v after Ctrl-C", err)
 	}
+	checkStopOrder(t, u.output())
 	checkGone(t, st)
 }
 
@@ -334,7 +370,7 @@ func TestDownAfterUpKilled(t *testing.T) {
 	}
 	u.cmd.Process.Kill()
 	u.wait(t, 10*time.Second)
-	if len(st.liveDaemons()) != 5 {
+	if len(st.liveDaemons()) != 2+Metaloggers+3 {
 		t.Fatalf("want every daemon running after up was killed, have %+v", st.liveDaemons())
 	}
 	if out, err := run(t, filepath.Join(bin, "mfslocal"), "up", "-d", dir, "--any-ports"); err == nil || !strings.Contains(out, "still run") {
@@ -344,7 +380,71 @@ func TestDownAfterUpKilled(t *testing.T) {
 	if err != nil || !strings.Contains(out, "left running") {
 		t.Fatalf("down: %v\n%s", err, out)
 	}
+	checkStopOrder(t, out)
 	checkGone(t, st)
+}
+
+// metaloggers returns the metaloggers st records, in order.
+func metaloggers(t *testing.T, st *State) []Proc {
+	t.Helper()
+	var ml []Proc
+	for _, p := range st.Daemons {
+		if strings.HasPrefix(p.Name, binMetalogger) {
+			ml = append(ml, p)
+		}
+	}
+	if len(ml) != Metaloggers {
+		t.Fatalf("state lists %d metaloggers, want %d: %+v", len(ml), Metaloggers, st.Daemons)
+	}
+	for i, p := range ml {
+		if want := filepath.Join(st.Dir, mlDir+fmt.Sprint(i+1)); p.Data != want {
+			t.Fatalf("%s has data dir %q, want %s", p.Name, p.Data, want)
+		}
+	}
+	return ml
+}
+
+// askML runs `mfsmetalogger status` on a metalogger's data directory,
+// as an operator would.
+func askML(t *testing.T, bin string, p Proc) metalogger.Status {
+	t.Helper()
+	out, err := exec.Command(filepath.Join(bin, binMetalogger), "status", "-d", p.Data).Output()
+	if err != nil {
+		t.Fatalf("mfsmetalogger status -d %s: %v\n%s", p.Data, err, out)
+	}
+	var ms metalogger.Status
+	if err := json.Unmarshal(out, &ms); err != nil {
+		t.Fatalf("mfsmetalogger status -d %s: %v\n%s", p.Data, err, out)
+	}
+	return ms
+}
+
+// checkStopOrder checks that a stop printed by up or down went
+// chunkservers, master, metaloggers, and that every metalogger stopped
+// cleanly.
+func checkStopOrder(t *testing.T, out string) {
+	t.Helper()
+	lines := strings.Split(out, "\n")
+	at := func(name string) int {
+		for i, l := range lines {
+			if strings.HasPrefix(l, name+" ") && strings.Contains(l, " pid ") && strings.Contains(l, "stopped") {
+				return i
+			}
+		}
+		t.Errorf("no line says %s stopped:\n%s", name, out)
+		return -1
+	}
+	master := at(binMaster)
+	for i := 1; i <= 3; i++ {
+		if cs := at(binChunkserver + fmt.Sprint(i)); cs > master {
+			t.Errorf("%s%d stopped after the master:\n%s", binChunkserver, i, out)
+		}
+	}
+	for i := 1; i <= Metaloggers; i++ {
+		if ml := at(binMetalogger + fmt.Sprint(i)); ml < master {
+			t.Errorf("%s%d stopped before the master:\n%s", binMetalogger, i, out)
+		}
+	}
 }
 
 func regexpMatch(s, re string) bool { return regexp.MustCompile(re).MatchString(s) }
@@ -466,7 +566,7 @@ func TestMissingBinaries(t *testing.T) {
 		t.Fatal(err)
 	}
 	err := Up(context.Background(), Options{Dir: t.TempDir(), Chunkservers: 3, Goal: replication.MustGoal("2"), BinDir: bin})
-	if err == nil || !strings.Contains(err.Error(), "mfschunkserver, mfsmount not found in "+bin) || !strings.Contains(err.Error(), "make build") {
+	if err == nil || !strings.Contains(err.Error(), "mfsmetalogger, mfschunkserver, mfsmount not found in "+bin) || !strings.Contains(err.Error(), "make build") {
 		t.Fatalf("got %v", err)
 	}
 }

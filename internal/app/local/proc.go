@@ -18,11 +18,12 @@ import (
 // time the number may belong to another program, so Start (the kernel's
 // start time of the process) and Args must match /proc too.
 type Proc struct {
-	Name  string   `json:"name"` // "mfsmaster", "mfschunkserver2", "mfsmount", "mfslocal up"
+	Name  string   `json:"name"` // "mfsmaster", "mfsmetalogger1", "mfschunkserver2", "mfsmount", "mfslocal up"
 	PID   int      `json:"pid"`
 	Start uint64   `json:"start"` // /proc/PID/stat field 22, clock ticks since boot
 	Args  []string `json:"args"`  // argv, as /proc/PID/cmdline shows it
 	Log   string   `json:"log,omitempty"`
+	Data  string   `json:"data,omitempty"` // its DATA_PATH, if it has one
 }
 
 // procIdentity reads a process's start time and argv from /proc. A

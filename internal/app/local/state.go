@@ -18,8 +18,10 @@ const (
 	exportsCfg = "mfsexports.cfg"
 	masterCfg  = "mfsmaster.cfg" // optional: read by mfsmaster if someone writes it
 	csCfg      = "mfschunkserver.cfg"
+	mlCfg      = "mfsmetalogger.cfg"
 	logDir     = "log"
 	masterDir  = "master"
+	mlDir      = "metalogger" // metalogger N's DATA_PATH is metaloggerN
 	mountDir   = "mnt"
 )
 
@@ -32,8 +34,10 @@ type State struct {
 	Up         Proc      `json:"up"`
 	MasterAddr string    `json:"master_addr"` // client port
 	CSAddr     string    `json:"cs_addr"`     // chunkserver port
+	MLAddr     string    `json:"ml_addr"`     // metalogger port
 	Mount      string    `json:"mount"`
-	// Daemons are in start order: master, chunkservers, mount.
+	// Daemons are in start order: master, metaloggers, chunkservers,
+	// mount.
 	Daemons []Proc `json:"daemons"`
 }
 

@@ -21,7 +21,8 @@ build:
 	@for a in $(ALIASES); do ln -sfn $${a##*:} $(BIN)/$${a%%:*}; done
 
 # The README's first command: a whole cluster on this host (master, three
-# chunkservers, a FUSE mount), until Ctrl-C or `bin/mfslocal down`.
+# metaloggers, three chunkservers, a FUSE mount), until Ctrl-C or
+# `bin/mfslocal down`.
 # LOCAL_ARGS adds flags (e.g. LOCAL_ARGS='-d /srv/try --goal 3').
 # FUSE comes from Debian's fuse3, installed here if missing and root.
 LOCAL_ARGS ?=

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/carpfs/carpfs/internal/changelog"
+	"github.com/carpfs/carpfs/internal/metadump"
 )
 
 // AdminSocket is the unix socket, in DATA_PATH, on which a running
@@ -34,7 +35,10 @@ type Status struct {
 	Committed uint64 `json:"committed"` // commit point known
 	Replica   uint64 `json:"replica"`   // version of the replica, 0 without one
 	Dump      uint64 `json:"dump"`      // version of the newest dump
-	Running   bool   `json:"running"`   // a daemon answered
+	// Downloads counts the master's dumps this process fetched to start
+	// a replica: one for a new metalogger, none for one that catches up.
+	Downloads int    `json:"dumps_downloaded"`
+	Running   bool   `json:"running"` // a daemon answered
 	Master    string `json:"master,omitempty"`
 	// Lag is how many committed entries (as the master last said) this
 	// metalogger does not have yet.
@@ -49,7 +53,7 @@ func (ml *Metalogger) Status() Status {
 	s := Status{
 		ID: ml.st.ID, MetaID: fmt.Sprintf("%016x", ml.st.MetaID), Term: ml.st.Term, Holder: ml.st.Holder,
 		Version: ml.durable, LastTerm: ml.lastT, First: ml.first, Committed: min(ml.st.Committed, ml.durable),
-		Replica: ml.replicaV, Dump: ml.dumpV, Running: true,
+		Replica: ml.replicaV, Dump: ml.dumpV, Downloads: ml.downloads, Running: true,
 	}
 	if ml.durable < ml.last {
 		s.LastTerm = 0 // not yet durable: the term of entry durable is not at hand
@@ -100,19 +104,23 @@ func (ml *Metalogger) Fence(term uint64, holder string) (Status, error) {
 	return ml.Status(), err
 }
 
-// ServeAdmin answers status and fence requests on the admin socket until
-// ctx ends.
-func (ml *Metalogger) ServeAdmin(ctx context.Context) error {
+// ListenAdmin opens the admin socket; ServeAdmin answers on it.
+func (ml *Metalogger) ListenAdmin() (net.Listener, error) {
 	path := filepath.Join(ml.cfg.Dir, AdminSocket)
 	_ = os.Remove(path) // a stale socket of a dead daemon: we hold the lock
 	ln, err := net.Listen("unix", path)
 	if err != nil {
-		return fmt.Errorf("admin socket: %w", err)
+		return nil, fmt.Errorf("admin socket: %w", err)
 	}
 	if err := os.Chmod(path, 0o600); err != nil {
 		ln.Close()
-		return fmt.Errorf("admin socket: %w", err)
+		return nil, fmt.Errorf("admin socket: %w", err)
 	}
+	return ln, nil
+}
+
+// ServeAdmin answers status and fence requests on ln until ctx ends.
+func (ml *Metalogger) ServeAdmin(ctx context.Context, ln net.Listener) error {
 	go func() {
 		<-ctx.Done()
 		ln.Close()
@@ -228,6 +236,12 @@ func offline(dir string, f func(*Metalogger) error) (Status, error) {
 	}
 	if ml.last, ml.lastT, err = lastEntry(dir); err != nil {
 		return Status{}, err
+	}
+	if h, err := metadump.ReadHeader(filepath.Join(dir, DumpName)); err == nil {
+		// The replica a start would load: the dump, then the committed
+		// entries after it.
+		ml.dumpV = h.Version
+		ml.replicaV = max(h.Version, min(st.Committed, ml.last))
 	}
 	ml.durable = ml.last
 	ferr := f(ml)

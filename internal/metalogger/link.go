@@ -426,6 +426,7 @@ func (ml *Metalogger) downloadDump(ctx context.Context, lk *link) error {
 	}
 	ml.mu.Lock()
 	ml.replica, ml.replicaV, ml.haveRep, ml.dumpV, ml.repErr = s, s.Version(), true, s.Version(), nil
+	ml.downloads++
 	ml.changed.Broadcast()
 	ml.mu.Unlock()
 	ml.log.Info("replica started from the master's dump", "version", h.Version)

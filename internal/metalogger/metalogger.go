@@ -110,15 +110,16 @@ type Metalogger struct {
 	masterCommit uint64 // the commit point last heard
 	heard        time.Time
 
-	replica  *meta.State // owned by the applier goroutine
-	replicaV uint64      // its version, readable by others
-	haveRep  bool
-	dumpV    uint64 // version of the newest dump written or installed
-	repErr   error  // why there is no replica
-	closed   bool
-	fatal    error // the state could not be saved: stop
-	done     chan struct{}
-	dumpNext time.Time
+	replica   *meta.State // owned by the applier goroutine
+	replicaV  uint64      // its version, readable by others
+	haveRep   bool
+	dumpV     uint64 // version of the newest dump written or installed
+	downloads int    // master's dumps fetched
+	repErr    error  // why there is no replica
+	closed    bool
+	fatal     error // the state could not be saved: stop
+	done      chan struct{}
+	dumpNext  time.Time
 }
 
 // Open locks and loads the data directory: the state file, the

@@ -100,7 +100,9 @@ func (m *qmaster) wait(started chan struct{}, d time.Duration) {
 	select {
 	case <-started:
 	case err := <-m.done:
-		m.t.Fatalf("master did not start: %v", err)
+		if err != nil {
+			m.t.Fatalf("master did not start: %v", err)
+		}
 	case <-time.After(d):
 		m.t.Fatalf("master not started within %s", d)
 	}

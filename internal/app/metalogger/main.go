@@ -174,8 +174,14 @@ func run(ctx context.Context, c *cli.Context, stderr io.Writer) int {
 	}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	ln, err := ml.ListenAdmin()
+	if err != nil {
+		log.Error("metalogger could not start", "err", err)
+		ml.Close()
+		return 1
+	}
 	adminDone := make(chan error, 1)
-	go func() { adminDone <- ml.ServeAdmin(ctx) }()
+	go func() { adminDone <- ml.ServeAdmin(ctx, ln) }()
 	if _, err := daemon.SdNotify(false, daemon.SdNotifyReady); err != nil {
 		log.Warn("could not tell systemd we are ready", "err", err)
 	}

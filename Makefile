@@ -9,7 +9,7 @@ CMDS := mfsmaster:mfsmaster mfsmetalogger:metalogger mfsmetarestore:metarestore 
 # other names of a binary (argv[0]) : the binary
 ALIASES := mfsgetgoal:mfscli mfssetgoal:mfscli mount.mfs:mfsmount
 
-.PHONY: build test check fuzz bench-meta bench-io clean local
+.PHONY: build test check fuzz bench-meta bench-io bench-commit clean local
 
 build:
 	@mkdir -p $(BIN)
@@ -70,6 +70,12 @@ bench-meta: build
 # mdbench, fio and dd through both mounts, as root. RUNS=1 for a quick pass.
 bench-io: build
 	bench/io.sh
+
+# Create+write+close and unlink through the mount with 1, 4 and 16 clients:
+# carpfs with 3 metaloggers in quorum and in async mode, and MooseFS 3.0.117
+# (see bench/README.md), as root. RUNS (default 1) for medians.
+bench-commit: build
+	bench/commit.sh
 
 clean:
 	rm -rf $(BIN)

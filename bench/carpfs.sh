@@ -11,7 +11,10 @@
 #               client: what bench-io.sh's COLD_<target> runs
 #
 # Environment: BENCH_DIR (/var/tmp/carpfs-bench), PORT_BASE per NAME (e.g.
-# 9620: master 9620/9621, chunkservers 9622-9624), COMMIT_MODE (sync|async).
+# 9620: master 9620/9621, chunkservers 9622-9624, metaloggers 9625),
+# METALOGGERS (0: none; N: a quorum journal of N metaloggers, data in
+# $BENCH_DIR/NAME/mlK), COMMIT_MODE (sync|async, or quorum|async with
+# metaloggers; default sync, or quorum with metaloggers).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(cd "$here/.." && pwd)
@@ -24,6 +27,8 @@ M=$S/mnt
 PORT_BASE=${PORT_BASE:-9620}
 CS_PORT=$PORT_BASE
 CL_PORT=$((PORT_BASE + 1))
+ML_PORT=$((PORT_BASE + 5))
+METALOGGERS=${METALOGGERS:-0}
 PIDS=$S/pids
 
 msg() { echo "carpfs.sh $name: $*" >&2; }
@@ -79,6 +84,9 @@ stop() { # NAME
 	kill -KILL "$p"
 }
 
+# following DIR: the metalogger in DIR has a link to the master
+following() { "$BIN/mfsmetalogger" status -d "$1" 2>/dev/null | grep -q '"master":"'; }
+
 unmount_client() {
 	if mounted; then umount "$M" || umount -l "$M"; fi
 	stop mfsmount
@@ -88,10 +96,29 @@ case $cmd in
 up)
 	mkdir -p "$S/log" "$S/master"
 	printf '127.0.0.1 / rw,alldirs,maproot=0\n' >"$S/mfsexports.cfg"
-	printf 'COMMIT_MODE = %s\n' "${COMMIT_MODE:-sync}" >"$S/mfsmaster.cfg"
+	if [ "$METALOGGERS" -gt 0 ]; then
+		printf 'COMMIT_MODE = %s\nMETALOGGERS = %d\nMATOML_LISTEN_HOST = 127.0.0.1\nMATOML_LISTEN_PORT = %d\n' \
+			"${COMMIT_MODE:-quorum}" "$METALOGGERS" "$ML_PORT" >"$S/mfsmaster.cfg"
+	else
+		printf 'COMMIT_MODE = %s\n' "${COMMIT_MODE:-sync}" >"$S/mfsmaster.cfg"
+	fi
 	start mfsmaster "$S/log/mfsmaster.log" -c "$S/mfsmaster.cfg" --exports "$S/mfsexports.cfg" \
 		-d "$S/master" --listen "127.0.0.1:$CL_PORT" --cs-listen "127.0.0.1:$CS_PORT"
+	# the master serves clients only once a majority of its metaloggers
+	# accepted its term: they start before it is waited for
+	for i in $(seq 1 "$METALOGGERS"); do
+		mkdir -p "$S/ml$i"
+		start "mfsmetalogger$i" "$S/log/mfsmetalogger$i.log" -c "$S/ml$i/mfsmetalogger.cfg" -d "$S/ml$i" \
+			--master "127.0.0.1:$ML_PORT"
+	done
 	wait_port "$CL_PORT"
+	for i in $(seq 1 "$METALOGGERS"); do
+		for _ in $(seq 1 100); do
+			following "$S/ml$i" && break
+			sleep 0.1
+		done
+		following "$S/ml$i" || msg "metalogger $i does not follow the master after 10 s; see $S/log/mfsmetalogger$i.log"
+	done
 	for i in 1 2 3; do
 		mkdir -p "$S/cs$i/hdd"
 		printf 'HDD_LEAVE_SPACE_DEFAULT = 1GiB\n' >"$S/cs$i/mfschunkserver.cfg"
@@ -112,6 +139,10 @@ down)
 	unmount_client
 	for i in 1 2 3; do stop "mfschunkserver$i"; done
 	stop mfsmaster
+	# the metaloggers last: until the master has stopped they may still be
+	# sent entries it must not lose (whatever METALOGGERS says now: the
+	# pid file knows how many were started)
+	for n in $([ -f "$PIDS" ] && awk '$1 ~ /^mfsmetalogger[0-9]+$/ { print $1 }' "$PIDS" | sort -u); do stop "$n"; done
 	rm -f "$PIDS"
 	;;
 cold)

@@ -317,7 +317,7 @@ func (j *Journal) stepDown(err error) {
 	close(j.fencedCh)
 	j.log.Error("master steps down: no further operation will be acknowledged", "err", err)
 	for m := range j.conns {
-		m.Close()
+		m.Abort(wire.RefuseTerm, "the master steps down: "+err.Error())
 	}
 	j.changed.Broadcast()
 }
@@ -337,7 +337,7 @@ func (j *Journal) sawTerm(t uint64, holder, from string) {
 		clear(j.granted)
 		clear(j.acked)
 		for m := range j.conns {
-			m.Close() // they reconnect and are asked for the new term
+			m.Abort(0, "") // they reconnect and are asked for the new term
 		}
 		j.changed.Broadcast()
 		return
@@ -374,7 +374,7 @@ func (j *Journal) Start(ctx context.Context, ln net.Listener, st JournalStore) e
 		<-ctx.Done()
 		j.mu.Lock()
 		for m := range j.conns {
-			m.Close()
+			m.Abort(0, "")
 		}
 		j.changed.Broadcast()
 		j.mu.Unlock()
@@ -638,7 +638,14 @@ func (j *Journal) serveConn(ctx context.Context, nc net.Conn) {
 		}
 		j.mu.Unlock()
 	}()
-	if err := j.run(ctx, p, term); err != nil && ctx.Err() == nil && j.Err() == nil {
+	err = j.run(ctx, p, term)
+	var re *wire.RefusedError
+	if errors.As(p.mux.Err(), &re) && re.ByPeer && re.Code == wire.RefuseTerm {
+		// It accepted a newer term (a fence, or another master).
+		j.sawTerm(term, re.Message, p.name())
+		return
+	}
+	if err != nil && ctx.Err() == nil && j.Err() == nil {
 		j.log.Warn("metalogger connection ended", "metalogger", p.name(), "err", err)
 	}
 }
@@ -657,7 +664,7 @@ func (j *Journal) handle(p *mlPeer, f wire.Frame) (wire.Message, error) {
 	case wire.TypeMLAck:
 		var m wire.MLAck
 		if err := wire.Unmarshal(f.Payload, &m); err != nil {
-			p.mux.Close()
+			p.mux.Abort(wire.RefuseProtocol, err.Error())
 			return nil, err
 		}
 		j.ack(p, m.Version)
@@ -727,7 +734,7 @@ func (j *Journal) run(ctx context.Context, p *mlPeer, term uint64) error {
 		return errors.New("the term moved on")
 	}
 	if old := j.peers[p.id]; old != nil {
-		old.mux.Close() // the same metalogger again: the old link is dead
+		old.mux.Abort(0, "") // the same metalogger again: the old link is dead
 	}
 	j.peers[p.id] = p
 	j.granted[p.id] = st

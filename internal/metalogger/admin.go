@@ -15,6 +15,7 @@ import (
 
 	"github.com/carpfs/carpfs/internal/changelog"
 	"github.com/carpfs/carpfs/internal/metadump"
+	"github.com/carpfs/carpfs/internal/wire"
 )
 
 // AdminSocket is the unix socket, in DATA_PATH, on which a running
@@ -96,7 +97,7 @@ func (ml *Metalogger) Fence(term uint64, holder string) (Status, error) {
 	ml.mu.Lock()
 	changed, err := ml.accept(term, holder)
 	if changed && ml.master != nil {
-		ml.master.Close()
+		ml.master.Abort(wire.RefuseTerm, fmt.Sprintf("metalogger %s was fenced with term %d for %q", ml.st.ID, term, holder))
 		ml.master = nil
 		ml.log.Warn("fenced: the link to the master of the older term is closed", "term", term, "holder", holder)
 	}

@@ -156,7 +156,7 @@ func (ml *Metalogger) dropLink(lk *link) {
 func (ml *Metalogger) handle(lk *link, f wire.Frame) (wire.Message, error) {
 	m, err := wire.Decode(f)
 	if err != nil {
-		lk.mux.Close()
+		lk.mux.Abort(wire.RefuseProtocol, err.Error())
 		return nil, err
 	}
 	ml.mu.Lock()
@@ -176,7 +176,7 @@ func (ml *Metalogger) handle(lk *link, f wire.Frame) (wire.Message, error) {
 	case *wire.MLAppend:
 		if err := ml.append(lk, m); err != nil {
 			ml.log.Error("stream from the master refused; reconnecting", "master", lk.addr, "err", err)
-			lk.mux.Close()
+			lk.mux.Abort(wire.RefuseProtocol, fmt.Sprintf("metalogger %s refuses the stream: %v", ml.st.ID, err))
 		}
 		return nil, nil
 	case *wire.MLFetch:
@@ -194,7 +194,7 @@ func (ml *Metalogger) grant(lk *link, m *wire.MLGrant) (wire.Message, error) {
 		return ml.stateMsg(), nil // the master sees another term and steps down
 	}
 	if ml.master != nil && ml.master != lk.mux {
-		ml.master.Close()
+		ml.master.Abort(wire.RefuseTerm, fmt.Sprintf("metalogger %s accepted term %d for %q", ml.st.ID, ml.st.Term, ml.st.Holder))
 	}
 	ml.master, ml.masterAddr = lk.mux, lk.addr
 	return ml.stateMsg(), nil

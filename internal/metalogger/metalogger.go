@@ -357,7 +357,7 @@ func (ml *Metalogger) fail(err error) {
 		ml.log.Error("metalogger stops: it can no longer store what it acknowledges", "err", err)
 	}
 	if ml.master != nil {
-		ml.master.Close()
+		ml.master.Abort(0, "")
 		ml.master = nil
 	}
 	ml.changed.Broadcast()
@@ -425,7 +425,7 @@ func (ml *Metalogger) Close() error {
 	}
 	ml.closed = true
 	if ml.master != nil {
-		ml.master.Close()
+		ml.master.Abort(0, "")
 		ml.master = nil
 	}
 	ml.changed.Broadcast()

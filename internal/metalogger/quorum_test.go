@@ -119,10 +119,21 @@ type qml struct {
 
 func startML(t *testing.T, dir, masterAddr string) *qml {
 	t.Helper()
-	ml, err := metalogger.Open(context.Background(), metalogger.Config{
-		Master: masterAddr, Dir: dir, Name: filepath.Base(dir), Timeout: 2 * time.Second,
-		ReconnectDelay: 200 * time.Millisecond, Logger: testLog(t, filepath.Base(dir)),
-	})
+	return startMLWith(t, metalogger.Config{Master: masterAddr, Dir: dir})
+}
+
+// startMLWith starts a metalogger with cfg, filling in the test's
+// timeouts, name and logger where cfg has none.
+func startMLWith(t *testing.T, cfg metalogger.Config) *qml {
+	t.Helper()
+	dir := cfg.Dir
+	cfg.Name = filepath.Base(dir)
+	cfg.Timeout = 2 * time.Second
+	cfg.ReconnectDelay = 200 * time.Millisecond
+	if cfg.Logger == nil {
+		cfg.Logger = testLog(t, filepath.Base(dir))
+	}
+	ml, err := metalogger.Open(context.Background(), cfg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -216,6 +216,19 @@ func (m *Mux) Close() error {
 	return nil
 }
 
+// Abort ends the session like Close, without waiting for the reader and
+// the handlers: for a handler (Close would wait for itself) or a caller
+// that holds a lock the handlers take. With a message, the peer is told
+// why first (a Refuse with code).
+func (m *Mux) Abort(code RefuseCode, message string) {
+	if message == "" {
+		m.fail(nil)
+		return
+	}
+	_ = m.c.W.Send(0, 0, &Refuse{Code: code, Message: message})
+	m.fail(&RefusedError{Code: code, Message: message})
+}
+
 // Done is closed when the connection has ended and nothing more will be
 // read from it.
 func (m *Mux) Done() <-chan struct{} { return m.done }

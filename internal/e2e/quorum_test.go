@@ -264,3 +264,66 @@ func diffListings(a, b map[string]uint64, inflight map[string]bool) string {
 	}
 	return strings.Join(d, "; ")
 }
+
+// TestQuorumMetaloggersDown: with one of three metaloggers killed,
+// clients go on; with two, a create is not acknowledged (it waits);
+// when one comes back the create completes, and a restore from the
+// metaloggers' files holds everything acknowledged.
+func TestQuorumMetaloggersDown(t *testing.T) {
+	needBins(t)
+	c := newCluster(t, clusterOpts{metaloggers: 3, noMount: true, masterCfg: "COMMIT_TIMEOUT = 60\n"})
+	ctx := testCtx(t)
+	cl, err := client.Dial(ctx, c.masterAddr, client.Config{Name: "quorum-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close(ctx)
+	mk := func(name string) error {
+		_, err := cl.Create(ctx, client.Cred{}, meta.RootInode, name, client.TypeFile, 0o644, 0, false)
+		return err
+	}
+	if err := mk("all-three"); err != nil {
+		t.Fatal(err)
+	}
+	c.mls[2].kill()
+	t0 := time.Now()
+	for i := range 50 {
+		if err := mk(fmt.Sprintf("two-%02d", i)); err != nil {
+			t.Fatalf("create with 2 of 3 metaloggers: %v", err)
+		}
+	}
+	t.Logf("50 creates with one metalogger killed took %s", time.Since(t0).Round(time.Millisecond))
+	c.mls[1].kill()
+	done := make(chan error, 1)
+	go func() { done <- mk("waits") }()
+	select {
+	case err := <-done:
+		t.Fatalf("create acknowledged with 1 of 3 metaloggers (err %v)", err)
+	case <-time.After(2 * time.Second):
+	}
+	// Reads go on.
+	if _, err := cl.Lookup(ctx, client.Cred{}, meta.RootInode, "two-49"); err != nil {
+		t.Fatalf("lookup while the quorum is lost: %v", err)
+	}
+	c.mls[1] = c.startMetalogger(1)
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("create after a metalogger came back: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("create still waits 30 s after a metalogger came back")
+	}
+	t.Logf("the waiting create completed once metalogger 1 was back")
+	s := restoreFrom(t, filepath.Join(c.dir, "restore.mfs"), c.mls[0].dir, c.mls[1].dir)
+	ents, _ := s.ReadDir(meta.RootInode)
+	have := map[string]bool{}
+	for _, e := range ents {
+		have[e.Name] = true
+	}
+	for _, n := range []string{"all-three", "two-00", "two-49", "waits"} {
+		if !have[n] {
+			t.Errorf("restore from metaloggers 0 and 1 lacks acknowledged %s", n)
+		}
+	}
+}

@@ -2,6 +2,7 @@ package metalogger
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -152,10 +153,9 @@ func (ml *Metalogger) serveAdmin(c net.Conn) {
 	if err != nil {
 		return
 	}
-	var req adminRequest
 	var st Status
-	if err := json.Unmarshal(line, &req); err != nil {
-		st.Error = fmt.Sprintf("bad request: %v", err)
+	if req, err := decodeAdminRequest(line); err != nil {
+		st.Error = err.Error()
 	} else {
 		switch req.Op {
 		case "status":
@@ -170,6 +170,23 @@ func (ml *Metalogger) serveAdmin(c net.Conn) {
 	}
 	b, _ := json.Marshal(st)
 	_, _ = c.Write(append(b, '\n'))
+}
+
+// decodeAdminRequest reads one request line.
+func decodeAdminRequest(line []byte) (adminRequest, error) {
+	var req adminRequest
+	dec := json.NewDecoder(bytes.NewReader(line))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return adminRequest{}, fmt.Errorf("bad request: %v", err)
+	}
+	switch {
+	case req.Op == "fence" && req.Term == 0:
+		return adminRequest{}, errors.New("bad request: fence needs a term of at least 1")
+	case req.Op != "fence" && (req.Term != 0 || req.Holder != ""):
+		return adminRequest{}, fmt.Errorf("bad request: %q takes no term or holder", req.Op)
+	}
+	return req, nil
 }
 
 // ErrNotRunning says no daemon answered on the admin socket.

@@ -25,8 +25,13 @@ import (
 // not parse or fails its CRC is an error, not a fresh start.
 const StateFile = "metalogger.state"
 
+// stateFormat is the version of StateFile's JSON this build writes and
+// reads.
+const stateFormat = 1
+
 // State is the persisted part of a metalogger.
 type State struct {
+	Format    int    `json:"format"`
 	ID        string `json:"id"`
 	MetaID    uint64 `json:"metaid"`
 	Term      uint64 `json:"term"`
@@ -37,6 +42,7 @@ type State struct {
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
 func (s State) encode() []byte {
+	s.Format = stateFormat
 	body, _ := json.Marshal(s) // plain fields: cannot fail
 	return fmt.Appendf(nil, "%s %08x\n", body, crc32.Checksum(body, crcTable))
 }
@@ -69,6 +75,9 @@ func LoadState(dir, name string) (State, bool, error) {
 	}
 	if err := json.Unmarshal(body, &s); err != nil || s.ID == "" {
 		return State{}, false, fmt.Errorf("load metalogger state: %s: unreadable: %q", path, line)
+	}
+	if s.Format != stateFormat {
+		return State{}, false, fmt.Errorf("load metalogger state: %s has format %d, this mfsmetalogger reads format %d: upgrade it", path, s.Format, stateFormat)
 	}
 	return s, true, nil
 }

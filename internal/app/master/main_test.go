@@ -164,3 +164,41 @@ func TestPackagedSamples(t *testing.T) {
 		t.Fatalf("the sample configuration does not start a master: exit %d\n%s", code, errb)
 	}
 }
+
+func TestMetaloggerSettings(t *testing.T) {
+	for _, tc := range []struct {
+		mls, mode string
+		n         int
+		hosts     []string
+		wantMode  string
+		bad       string
+	}{
+		{"", "", 0, nil, "sync", ""},
+		{"3", "", 3, nil, "quorum", ""},
+		{"0", "", 0, nil, "sync", ""},
+		{"ml1, ml2,ml3", "", 3, []string{"ml1", "ml2", "ml3"}, "quorum", ""},
+		{"10.0.0.1 10.0.0.2", "async", 2, []string{"10.0.0.1", "10.0.0.2"}, "async", ""},
+		{"3", "sync", 0, nil, "", "COMMIT_MODE sync"},
+		{"", "quorum", 0, nil, "", "needs METALOGGERS"},
+		{"-1", "", 0, nil, "", "METALOGGERS -1"},
+		{"3", "fast", 0, nil, "", "COMMIT_MODE \"fast\""},
+	} {
+		c := Defaults()
+		c.Metaloggers, c.CommitMode = tc.mls, tc.mode
+		err := c.Validate()
+		if tc.bad != "" {
+			if err == nil || !strings.Contains(err.Error(), tc.bad) {
+				t.Errorf("METALOGGERS %q COMMIT_MODE %q: error %v, want one saying %q", tc.mls, tc.mode, err, tc.bad)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("METALOGGERS %q COMMIT_MODE %q: %v", tc.mls, tc.mode, err)
+			continue
+		}
+		n, hosts, _ := c.metaloggers()
+		if n != tc.n || strings.Join(hosts, ",") != strings.Join(tc.hosts, ",") || c.commitMode() != tc.wantMode {
+			t.Errorf("METALOGGERS %q COMMIT_MODE %q: %d %v %s, want %d %v %s", tc.mls, tc.mode, n, hosts, c.commitMode(), tc.n, tc.hosts, tc.wantMode)
+		}
+	}
+}

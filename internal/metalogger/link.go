@@ -5,13 +5,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
 	"syscall"
 	"time"
 
+	"github.com/carpfs/carpfs/internal/backoff"
 	"github.com/carpfs/carpfs/internal/changelog"
 	"github.com/carpfs/carpfs/internal/fsutil"
 	"github.com/carpfs/carpfs/internal/metadump"
@@ -23,7 +23,7 @@ import (
 // returns nil when ctx ends, or the error that made the metalogger stop
 // (a state or changelog write that failed).
 func (ml *Metalogger) Run(ctx context.Context) error {
-	delay := 100 * time.Millisecond
+	wait := backoff.Backoff{Min: 100 * time.Millisecond, Max: ml.cfg.ReconnectDelay}
 	for {
 		joined, err := ml.session(ctx)
 		if ctx.Err() != nil {
@@ -33,17 +33,12 @@ func (ml *Metalogger) Run(ctx context.Context) error {
 			return ferr
 		}
 		if joined {
-			delay = 100 * time.Millisecond
+			wait.Reset()
 		}
-		ml.log.Warn("master link down; reconnecting", "master", ml.cfg.Master, "in", delay, "err", err)
-		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		ml.log.Warn("master link down; reconnecting", "master", ml.cfg.Master, "in", wait.Next(), "err", err)
+		if !wait.Wait(ctx) {
 			return nil
-		case <-t.C:
 		}
-		delay = min(delay*2, ml.cfg.ReconnectDelay)
 	}
 }
 

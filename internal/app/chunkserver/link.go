@@ -5,13 +5,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/carpfs/carpfs/internal/backoff"
 	"github.com/carpfs/carpfs/internal/chunkio"
 	"github.com/carpfs/carpfs/internal/chunkstore"
 	"github.com/carpfs/carpfs/internal/wire"
@@ -167,7 +167,8 @@ func (l *Link) Run(ctx context.Context) error {
 	if l.cfg.ScrubRate > 0 {
 		wg.Go(func() { l.scrub(ctx) })
 	}
-	delay := 100 * time.Millisecond
+	// Jitter keeps a rack of chunkservers from reconnecting in step.
+	wait := backoff.Backoff{Min: 100 * time.Millisecond, Max: l.cfg.ReconnectDelay}
 	for ctx.Err() == nil {
 		registered, err := l.session(ctx)
 		if ctx.Err() != nil {
@@ -179,18 +180,12 @@ func (l *Link) Run(ctx context.Context) error {
 			return err
 		}
 		if registered {
-			delay = 100 * time.Millisecond
+			wait.Reset()
 		}
-		l.log.Warn("master link down; reconnecting", "master", l.cfg.Master, "in", delay, "err", err)
-		// Jitter keeps a rack of chunkservers from reconnecting in step.
-		t := time.NewTimer(delay/2 + rand.N(delay/2+1))
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		l.log.Warn("master link down; reconnecting", "master", l.cfg.Master, "in", wait.Next(), "err", err)
+		if !wait.Wait(ctx) {
 			return nil
-		case <-t.C:
 		}
-		delay = min(delay*2, l.cfg.ReconnectDelay)
 	}
 	return nil
 }

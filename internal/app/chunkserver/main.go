@@ -36,7 +36,6 @@ import (
 
 	"github.com/carpfs/carpfs/internal/app/cliutil"
 	"github.com/carpfs/carpfs/internal/chunkstore"
-	"github.com/carpfs/carpfs/internal/config"
 )
 
 // Config is mfschunkserver.cfg. Keys follow MooseFS where MooseFS has
@@ -254,15 +253,9 @@ func diskSpecs(cfg Config) ([]chunkstore.DiskSpec, error) {
 
 func loadConfig(c *cli.Context) (Config, error) {
 	cfg := Defaults()
-	f, err := config.LoadOptional(c.String("c"))
+	err := cliutil.LoadConfig(c, &cfg, &cfg.DataPath)
 	if err != nil {
 		return cfg, err
-	}
-	if err := config.Bind(f, &cfg); err != nil {
-		return cfg, err
-	}
-	if d := c.String("d"); d != "" {
-		cfg.DataPath = d
 	}
 	if h := c.String("hdd"); h != "" {
 		for p := range strings.SplitSeq(h, ",") {

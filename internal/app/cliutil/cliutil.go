@@ -12,6 +12,8 @@ import (
 	"strconv"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/carpfs/carpfs/internal/config"
 )
 
 // Run runs app with args. action gives the exit code; a flag or argument
@@ -32,6 +34,23 @@ func Run(ctx context.Context, app *cli.App, args []string, stdout, stderr io.Wri
 		return 1
 	}
 	return code
+}
+
+// LoadConfig fills cfg (a pointer to a struct with cfg tags) from the
+// file named by the -c flag, a missing file leaving cfg as it is, and
+// sets *dataPath from the -d flag when given.
+func LoadConfig(c *cli.Context, cfg any, dataPath *string) error {
+	f, err := config.LoadOptional(c.String("c"))
+	if err != nil {
+		return err
+	}
+	if err := config.Bind(f, cfg); err != nil {
+		return err
+	}
+	if d := c.String("d"); d != "" {
+		*dataPath = d
+	}
+	return nil
 }
 
 // HostPort splits the value of flag, "HOST:PORT" with an empty host

@@ -24,7 +24,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/carpfs/carpfs/internal/app/cliutil"
-	"github.com/carpfs/carpfs/internal/config"
 	"github.com/carpfs/carpfs/internal/exports"
 	"github.com/carpfs/carpfs/internal/master"
 	"github.com/carpfs/carpfs/internal/meta"
@@ -340,15 +339,8 @@ func serve(ctx context.Context, srv *master.Server, reg *master.Registry, rep *m
 
 func loadConfig(c *cli.Context) (Config, error) {
 	cfg := Defaults()
-	f, err := config.LoadOptional(c.String("c"))
-	if err != nil {
+	if err := cliutil.LoadConfig(c, &cfg, &cfg.DataPath); err != nil {
 		return cfg, err
-	}
-	if err := config.Bind(f, &cfg); err != nil {
-		return cfg, err
-	}
-	if d := c.String("d"); d != "" {
-		cfg.DataPath = d
 	}
 	if e := c.String("exports"); e != "" {
 		cfg.ExportsFile = e

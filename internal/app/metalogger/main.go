@@ -29,7 +29,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/carpfs/carpfs/internal/app/cliutil"
-	"github.com/carpfs/carpfs/internal/config"
 	"github.com/carpfs/carpfs/internal/metalogger"
 )
 
@@ -129,15 +128,9 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 
 func loadConfig(c *cli.Context) (Config, error) {
 	cfg := Defaults()
-	f, err := config.LoadOptional(c.String("c"))
+	err := cliutil.LoadConfig(c, &cfg, &cfg.DataPath)
 	if err != nil {
 		return cfg, err
-	}
-	if err := config.Bind(f, &cfg); err != nil {
-		return cfg, err
-	}
-	if d := c.String("d"); d != "" {
-		cfg.DataPath = d
 	}
 	if m := c.String("master"); m != "" {
 		if cfg.MasterHost, cfg.MasterPort, err = cliutil.HostPort("--master", m); err != nil {

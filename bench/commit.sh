@@ -12,9 +12,9 @@
 #   mfs            MooseFS 3.0.117, the anchor's cluster at /mnt/mfs
 #                  (anchors/moosefs/up.sh: Debian packages, one
 #                  metalogger, goal 2); its changelog is not fsynced
-#   carpfs_quorum  carpfs, 3 metaloggers, COMMIT_MODE = quorum: each
+#   commit_quorum  carpfs, 3 metaloggers, COMMIT_MODE = quorum: each
 #                  change acknowledged once 2 of 3 metaloggers fsynced it
-#   carpfs_async   carpfs, 3 metaloggers, COMMIT_MODE = async: each change
+#   commit_async   carpfs, 3 metaloggers, COMMIT_MODE = async: each change
 #                  acknowledged after the master's local write, streamed
 #                  to the metaloggers without waiting
 #
@@ -48,7 +48,7 @@ mkdir -p "$OUT"
 # The carpfs clusters: NAME PORT_BASE COMMIT_MODE. Their ports must not
 # be taken by another cluster (carpfs.sh would keep its own running
 # daemons, but cannot know someone else's).
-clusters=("carpfs_quorum 9660 quorum" "carpfs_async 9680 async")
+clusters=("commit_quorum 9660 quorum" "commit_async 9680 async")
 declare -A DIR
 for c in "${clusters[@]}"; do
 	read -r name base _ <<<"$c"
@@ -87,12 +87,12 @@ esac
 "$anchors/up.sh" "$MFS_SCRATCH" "$MFS_MOUNT" 2>>"$OUT/updown.log" ||
 	{ say "the MooseFS anchor did not come up; see $OUT/updown.log"; exit 1; }
 DIR[mfs]=$MFS_MOUNT/commit-bench
-targets="mfs carpfs_quorum carpfs_async"
+targets="mfs commit_quorum commit_async"
 for t in $targets; do mkdir -p "${DIR[$t]}"; done
 
 # Where each daemon log stood, so that only this run's lines are kept.
 declare -A LOGSTART
-for f in "$BENCH_DIR"/carpfs_quorum/log/*.log "$BENCH_DIR"/carpfs_async/log/*.log "$MFS_SCRATCH"/log/*.log; do
+for f in "$BENCH_DIR"/commit_quorum/log/*.log "$BENCH_DIR"/commit_async/log/*.log "$MFS_SCRATCH"/log/*.log; do
 	[ -f "$f" ] && LOGSTART[$f]=$(wc -l <"$f")
 done
 
@@ -121,6 +121,23 @@ mlstatus() {
 	echo "$max"
 }
 
+# settle TARGET: wait (60 s at most) until the chunkservers of a carpfs
+# target stop deleting the chunks of the unlinked files, so that the next
+# step does not share the CPU with them; prints the seconds waited.
+# (MooseFS keeps unlinked files in its trash for 24 h: nothing to wait for.)
+settle() {
+	local prev=-1 now same=0 waited=0
+	# the master starts deletions once a second: unchanged for 2 s is done
+	while [ "$waited" -lt 60 ] && [ "$same" -lt 2 ]; do
+		sleep 1
+		waited=$((waited + 1))
+		now=$(find "$BENCH_DIR/$1"/cs[0-9]*/hdd -type f -name 'chunk_*' 2>/dev/null | wc -l)
+		if [ "$now" = "$prev" ]; then same=$((same + 1)); else same=0; fi
+		prev=$now
+	done
+	echo "$waited"
+}
+
 # step TARGET CLIENTS RUN: one commitbench run, logged
 step() {
 	local t=$1 c=$2 r=$3 label="target=$1 clients=$2 run=$3" t0 t1 a b line lag=""
@@ -133,7 +150,7 @@ step() {
 	awk -v t="$t" -v c="$c" -v r="$r" -v t0="$t0" -v t1="$t1" -v la="$(cut -d' ' -f1 /proc/loadavg)" \
 		-v at="${a[0]}" -v ai="${a[1]}" -v bt="${b[0]}" -v bi="${b[1]}" \
 		'BEGIN { d = bt - at; busy = d > 0 ? 100 * (d - (bi - ai)) / d : 0; printf "%s\t%s\t%s\t%.3f\t%.1f\t%s\n", t, c, r, t1 - t0, busy, la }' >>"$OUT/steps.tsv"
-	[ "$t" != mfs ] && lag=", metaloggers' largest lag $(mlstatus "$t" "$label") entries"
+	[ "$t" != mfs ] && lag=", metaloggers' largest lag $(mlstatus "$t" "$label") entries, chunk deletions settled in $(settle "$t") s"
 	python3 -c 'import json, sys
 r = json.loads(sys.argv[1])
 print(", ".join("%s %.0f/s" % (p["phase"], p["ops_per_sec"]) for p in r["phases"]), end="")' "$line" >&2
@@ -143,6 +160,7 @@ print(", ".join("%s %.0f/s" % (p["phase"], p["ops_per_sec"]) for p in r["phases"
 say "warm-up: $((N / 10)) files, 4 clients, on each target (not recorded)"
 for t in $targets; do
 	"$top/bin/commitbench" -dir "${DIR[$t]}" -n $((N / 10)) -clients 4 -size "$SIZE" -json -label "target=$t warmup" >>"$OUT/warmup.jsonl"
+	[ "$t" != mfs ] && settle "$t" >/dev/null
 done
 for r in $(seq 1 "$RUNS"); do
 	for c in $CLIENTS_LIST; do
@@ -188,12 +206,12 @@ print("| clients | phase | MooseFS 3.0.117 | carpfs quorum | carpfs async | quor
 print("|---:|---|---:|---:|---:|---:|---:|")
 for ph in ("create_write", "unlink"):
     for c in clients:
-        q, a, m = med("carpfs_quorum", c, ph), med("carpfs_async", c, ph), med("mfs", c, ph)
-        print(f"| {c} | {ph} | {cell('mfs', c, ph)} | {cell('carpfs_quorum', c, ph)} | {cell('carpfs_async', c, ph)} | {ratio(q, a)} | {ratio(q, m)} |")
+        q, a, m = med("commit_quorum", c, ph), med("commit_async", c, ph), med("mfs", c, ph)
+        print(f"| {c} | {ph} | {cell('mfs', c, ph)} | {cell('commit_quorum', c, ph)} | {cell('commit_async', c, ph)} | {ratio(q, a)} | {ratio(q, m)} |")
 c = max(clients)
 print(f"\nTargets at {c} clients (issue 4): quorum within 15 % of async, and at or above MooseFS.\n")
 for ph in ("create_write", "unlink"):
-    q, a, m = med("carpfs_quorum", c, ph), med("carpfs_async", c, ph), med("mfs", c, ph)
+    q, a, m = med("commit_quorum", c, ph), med("commit_async", c, ph), med("mfs", c, ph)
     if q and a and m:
         ok = lambda b: "met" if b else "missed"
         print(f"- {ph}: quorum / async {q / a:.2f} ({ok(q / a >= 0.85)}), quorum / MooseFS {q / m:.2f} ({ok(q >= m)})")

@@ -258,6 +258,7 @@ func (ml *Metalogger) truncate(after uint64) (wire.Message, error) {
 		return nil, err
 	}
 	ml.durable = ml.last
+	ml.filesCut = true
 	ml.log.Warn("cut entries of an older term that the master does not have", "after", after, "entries", n)
 	return ml.stateMsg(), nil
 }

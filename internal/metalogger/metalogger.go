@@ -94,16 +94,17 @@ type Metalogger struct {
 	log  *slog.Logger
 	lock *os.File
 
-	mu      sync.Mutex
-	changed *sync.Cond // anything below moved
-	st      State
-	cl      *changelog.Writer
-	first   uint64 // oldest version in the files; 0 when there are none
-	last    uint64 // newest version in the files (or, with none, the base)
-	lastT   uint64 // term of entry last
-	durable uint64 // fsynced through here
-	syncing bool   // a flush runs outside mu: the writer must stay
-	ackDue  bool   // the master wants to hear from us
+	mu       sync.Mutex
+	changed  *sync.Cond // anything below moved
+	st       State
+	cl       *changelog.Writer
+	first    uint64 // oldest version in the files; 0 when there are none
+	last     uint64 // newest version in the files (or, with none, the base)
+	lastT    uint64 // term of entry last
+	durable  uint64 // fsynced through here
+	syncing  bool   // a flush runs outside mu: the writer must stay
+	filesCut bool   // a truncate changed the files: the applier reopens
+	ackDue   bool   // the master wants to hear from us
 
 	master       *wire.Mux // the link whose term is the accepted one
 	masterAddr   string
@@ -285,27 +286,43 @@ func (ml *Metalogger) loadReplica(ctx context.Context) (*meta.State, error) {
 
 // replay applies this metalogger's entries after s's version up to to.
 func (ml *Metalogger) replay(ctx context.Context, s *meta.State, to uint64) error {
-	if s.Version() >= to {
-		return nil
+	t, err := ml.replayFrom(ctx, s, to, nil)
+	if t != nil {
+		t.Close()
 	}
-	t, err := changelog.OpenTail(ml.cfg.Dir, changelog.PrefixMetalogger, s.Version()+1)
-	if err != nil {
-		return fmt.Errorf("replica at version %d: %w", s.Version(), err)
-	}
-	defer t.Close()
+	return err
+}
+
+// replayFrom is replay reading from t, which it opens when nil and
+// returns for the next call: a Tail goes on from where it stopped (it
+// reads the files again at its end), where opening one anew reads the
+// file from its start to find the version. On error it closes t.
+func (ml *Metalogger) replayFrom(ctx context.Context, s *meta.State, to uint64, t *changelog.Tail) (*changelog.Tail, error) {
 	for s.Version() < to {
 		if err := ctx.Err(); err != nil {
-			return err
+			return t, err
+		}
+		if t == nil {
+			var err error
+			if t, err = changelog.OpenTail(ml.cfg.Dir, changelog.PrefixMetalogger, s.Version()+1); err != nil {
+				return nil, fmt.Errorf("replica at version %d: %w", s.Version(), err)
+			}
 		}
 		_, e, err := t.Next()
-		if err != nil {
-			return fmt.Errorf("replica at version %d, committed %d: %w", s.Version(), to, err)
+		if err == io.EOF {
+			// The Tail met the end before the entry was written; it
+			// looks again now that it is.
+			_, e, err = t.Next()
 		}
-		if err := s.Replay(&e); err != nil {
-			return fmt.Errorf("replica: %w", err)
+		if err == nil {
+			err = s.Replay(&e)
+		}
+		if err != nil {
+			t.Close()
+			return nil, fmt.Errorf("replica at version %d, committed %d: %w", s.Version(), to, err)
 		}
 	}
-	return nil
+	return t, nil
 }
 
 // syncer fsyncs what the master sent and acknowledges it: one
@@ -367,6 +384,16 @@ func (ml *Metalogger) fail(err error) {
 func (ml *Metalogger) applier() {
 	defer close(ml.done)
 	ctx := context.Background()
+	var tail *changelog.Tail // reading on from the replica's version
+	var tailOf *meta.State
+	defer func() {
+		if tail != nil {
+			tail.Close()
+		}
+	}()
+	// The dump falls due while nothing else happens.
+	tick := time.AfterFunc(ml.cfg.DumpInterval, ml.wake)
+	defer tick.Stop()
 	for {
 		ml.mu.Lock()
 		for !ml.closed && ml.fatal == nil && !(ml.haveRep && min(ml.st.Committed, ml.durable) > ml.replicaV) && !(ml.haveRep && time.Now().After(ml.dumpNext)) {
@@ -378,8 +405,19 @@ func (ml *Metalogger) applier() {
 		}
 		to := min(ml.st.Committed, ml.durable)
 		rep := ml.replica
+		if ml.filesCut || tailOf != rep {
+			// The files changed under the tail (a cut), or the replica
+			// is another one (a dump was installed).
+			ml.filesCut = false
+			if tail != nil {
+				tail.Close()
+				tail = nil
+			}
+			tailOf = rep
+		}
 		ml.mu.Unlock()
-		err := ml.replay(ctx, rep, to)
+		var err error
+		tail, err = ml.replayFrom(ctx, rep, to, tail)
 		ml.mu.Lock()
 		if err != nil {
 			ml.log.Error("replica dropped: its entries do not apply; a new one is built from the master's dump", "err", err)
@@ -404,6 +442,7 @@ func (ml *Metalogger) dump(rep *meta.State) {
 	ml.mu.Lock()
 	defer ml.mu.Unlock()
 	ml.dumpNext = time.Now().Add(ml.cfg.DumpInterval)
+	time.AfterFunc(ml.cfg.DumpInterval, ml.wake)
 	if err != nil {
 		ml.log.Error("replica dump failed; retrying at the next interval", "err", err)
 		return
@@ -413,6 +452,13 @@ func (ml *Metalogger) dump(rep *meta.State) {
 	if err := SaveState(ml.cfg.Dir, ml.st); err != nil {
 		ml.fail(err)
 	}
+}
+
+// wake makes the applier look at the clock.
+func (ml *Metalogger) wake() {
+	ml.mu.Lock()
+	ml.changed.Broadcast()
+	ml.mu.Unlock()
 }
 
 // Close stops the metalogger: it waits for the applier, dumps the

@@ -175,8 +175,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			&cli.StringFlag{Name: "ml-listen", Usage: "metalogger address HOST:PORT (overrides MATOML_LISTEN_HOST/PORT)"},
 			&cli.StringFlag{Name: "metaloggers", Usage: "metaloggers in the quorum: a count or hosts (overrides METALOGGERS)"},
 			&cli.StringFlag{Name: "commit-mode", Usage: "quorum, sync or async (overrides COMMIT_MODE)"},
-			&cli.Uint64Flag{Name: "term", Usage: "serve under this term, already fenced on the metaloggers (carpwatch); default: the next free one"},
-			&cli.StringFlag{Name: "holder", Usage: "the name the term was fenced for (with --term)"},
+			&cli.Uint64Flag{Name: "term", Usage: "serve under this term, already fenced on the metaloggers (carpwatch); default: the next free one", EnvVars: []string{"CARPFS_TERM"}},
+			&cli.StringFlag{Name: "holder", Usage: "the name the term was fenced for (with --term)", EnvVars: []string{"CARPFS_HOLDER"}},
 			&cli.BoolFlag{Name: "a", Usage: "accepted for MooseFS compatibility: recovery is always automatic"},
 		},
 	}

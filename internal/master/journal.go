@@ -861,7 +861,7 @@ func (j *Journal) oldest() uint64 {
 		if err != nil || len(files) == 0 {
 			continue
 		}
-		for i := len(files) - 1; i >= 0; i-- { // oldest first
+		for i := range files { // oldest first
 			fr, err := changelog.OpenFile(files[i].Path)
 			if err != nil {
 				continue

@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -275,7 +276,7 @@ func lastEntry(dir string) (version, term uint64, err error) {
 	if err != nil {
 		return 0, 0, err
 	}
-	for _, f := range files { // newest first
+	for _, f := range slices.Backward(files) { // newest first
 		fr, err := changelog.OpenFile(f.Path)
 		if err != nil {
 			return 0, 0, err

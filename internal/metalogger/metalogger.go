@@ -250,7 +250,7 @@ func firstVersion(dir string) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	for i := len(files) - 1; i >= 0; i-- { // oldest first
+	for i := range files { // oldest first
 		fr, err := changelog.OpenFile(files[i].Path)
 		if err != nil {
 			return 0, err

@@ -4,7 +4,7 @@ BIN     ?= bin
 GOFLAGS ?=
 
 # installed name : source directory
-CMDS := mfsmaster:mfsmaster mfsmetalogger:metalogger mfsmetarestore:metarestore mfschunkserver:chunkserver \
+CMDS := mfsmaster:mfsmaster mfsmetalogger:metalogger carpwatch:carpwatch mfsmetarestore:metarestore mfschunkserver:chunkserver \
 	mfslocal:local mfscli:cli mfsmount:mount
 # other names of a binary (argv[0]) : the binary
 ALIASES := mfsgetgoal:mfscli mfssetgoal:mfscli mount.mfs:mfsmount

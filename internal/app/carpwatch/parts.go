@@ -88,4 +88,3 @@ func (r sshRemote) FetchLog(ctx context.Context, to uint64, dir string) ([]strin
 }
 
 func (r sshRemote) Close() error { return r.c.Close() }
-

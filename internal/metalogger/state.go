@@ -76,6 +76,9 @@ func LoadState(dir, name string) (State, bool, error) {
 	if err := json.Unmarshal(body, &s); err != nil || s.ID == "" {
 		return State{}, false, fmt.Errorf("load metalogger state: %s: unreadable: %q", path, line)
 	}
+	if s.Format == 0 {
+		s.Format = 1 // written before the field existed: the first format
+	}
 	if s.Format != stateFormat {
 		return State{}, false, fmt.Errorf("load metalogger state: %s has format %d, this mfsmetalogger reads format %d: upgrade it", path, s.Format, stateFormat)
 	}

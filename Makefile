@@ -9,7 +9,7 @@ CMDS := mfsmaster:mfsmaster mfsmetalogger:metalogger carpwatch:carpwatch mfsmeta
 # other names of a binary (argv[0]) : the binary
 ALIASES := mfsgetgoal:mfscli mfssetgoal:mfscli mount.mfs:mfsmount
 
-.PHONY: build test check fuzz bench-meta bench-io bench-commit clean local
+.PHONY: build test check fuzz bench-meta bench-io bench-commit clean local lab lab-down
 
 build:
 	@mkdir -p $(BIN)
@@ -37,6 +37,17 @@ local: build
 		fi; \
 	fi
 	$(BIN)/mfslocal up $(LOCAL_ARGS)
+
+# The failover lab, as root (scripts/lab): two master hosts with ucarp and
+# carpwatch, three hosts with a chunkserver, a metalogger and sshd, and a
+# client with a mount on the VIP, each a network namespace; settings from
+# LAB_* in the environment. `scripts/lab status` shows it, `make lab-down`
+# removes it (KEEP=1 keeps its directory).
+lab: build
+	scripts/lab up
+
+lab-down:
+	scripts/lab down
 
 # The README's test command: installs what the tests need, then runs them all.
 check:

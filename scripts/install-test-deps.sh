@@ -5,7 +5,8 @@ set -euo pipefail
 
 # Real parts the tests drive. The metadata core needs only Go; FUSE, ucarp,
 # sshd and iproute2 are here already so later suites find them in CI.
-pkgs=(ca-certificates git make gcc fuse3 iproute2 openssh-server openssh-client ucarp arping fio)
+# scripts/lab also needs util-linux (nsenter, unshare, setsid) and mount.
+pkgs=(ca-certificates git make gcc fuse3 iproute2 openssh-server openssh-client ucarp arping fio util-linux mount)
 
 missing=()
 for p in "${pkgs[@]}"; do

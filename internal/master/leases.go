@@ -215,6 +215,12 @@ func (r *request) chunkWrite(ctx context.Context, m *wire.ChunkWrite) (wire.Mess
 		if placed, n, err = s.place(a.Goal); err != nil {
 			return nil, fmt.Errorf("%s: %w: %w", what, err, syscall.EIO)
 		}
+		if len(placed) == 0 && n == 0 {
+			// After a master starts (a failover), chunkservers take a
+			// moment to register again: the writer waits and retries
+			// rather than losing its data to an ENOSPC.
+			return nil, fmt.Errorf("%s: no chunkserver is connected yet: %w", what, syscall.EAGAIN)
+		}
 		if len(placed) == 0 {
 			return nil, fmt.Errorf("%s: no chunkserver can take a new chunk (%d connected, none with a chunk's worth of free space): %w",
 				what, n, syscall.ENOSPC)

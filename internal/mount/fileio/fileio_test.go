@@ -292,11 +292,34 @@ type refusing struct {
 	*fakeCluster
 	err   error
 	calls int
+	times int // refuse only the first times calls; 0 refuses them all
 }
 
-func (r *refusing) ChunkWrite(context.Context, uint32, uint32) (wire.ChunkInfo, error) {
+func (r *refusing) ChunkWrite(ctx context.Context, ino, index uint32) (wire.ChunkInfo, error) {
 	r.calls++
+	if r.times > 0 && r.calls > r.times {
+		return r.fakeCluster.ChunkWrite(ctx, ino, index)
+	}
 	return wire.ChunkInfo{}, r.err
+}
+
+// TestNoChunkserverYet: a master that has no chunkserver yet (just after
+// a failover) answers EAGAIN; the writer waits and its data lands.
+func TestNoChunkserverYet(t *testing.T) {
+	fc := newFake(testChunk)
+	e := newEngine(t, fc, nil)
+	f := e.Open(1, 0)
+	notYet := &refusing{fakeCluster: fc, err: syscall.EAGAIN, times: 3}
+	e.cfg.Meta = notYet
+	if err := f.Write(ctx(t), 0, []byte("kept")); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Flush(ctx(t)); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	if got := fc.contents(1); string(got) != "kept" || notYet.calls != 4 {
+		t.Fatalf("contents %q after %d lease requests, want \"kept\" after 4", got, notYet.calls)
+	}
 }
 
 // TestBufferBound: many writers never hold more than the write buffer,
